@@ -1,0 +1,43 @@
+# One command each: `make run` (local stack), `make test` (everything CI checks).
+SHELL := /bin/bash
+UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
+export UV_FROZEN := 1
+
+.PHONY: help install lint typecheck test test-unit run bench-projector bench-read schema
+
+help:
+	@echo "make run        local stack: broker, redis, s3, projector, api, demo jobs"
+	@echo "make test       install what is missing, lint, mypy strict, all tests"
+	@echo "make lint       ruff format check + ruff check"
+
+install:
+	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+	@command -v redis-server >/dev/null 2>&1 || { \
+		echo "installing redis-server"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+	@$(UV) sync --quiet
+
+lint: install
+	$(UV) run ruff format --check .
+	$(UV) run ruff check .
+
+typecheck: install
+	$(UV) run mypy
+
+test: lint typecheck
+	$(UV) run pytest
+
+test-unit: install
+	$(UV) run pytest tests/unit
+
+run: install
+	$(UV) run python -m tests.stack
+
+schema: install
+	$(UV) run python -m contracts.schema_export
+
+bench-projector: install
+	$(UV) run python -m bench.projector
+
+bench-read: install
+	$(UV) run python -m bench.read

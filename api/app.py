@@ -1,0 +1,85 @@
+"""The api process: a FastAPI app built by a factory, its clients opened in the lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import Response
+from redis.asyncio import Redis
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from api.auth import TokenVerifier, Unauthenticated, jwt_config
+from api.dependencies import Services
+from api.errors import on_store_unavailable, on_unauthenticated
+from api.notifier import ChangeNotifier
+from api.presign import Presigner
+from api.reader import JobReader
+from api.routes import router
+from api.settings import ApiSettings
+
+# A request must not hang on a frozen or unreachable Redis: it gets a 503 within ~2 s.
+REDIS_TIMEOUT_SECONDS = 1.0
+
+
+def redis_for_reads(url: str) -> Redis:
+    return Redis.from_url(
+        url,
+        socket_timeout=REDIS_TIMEOUT_SECONDS,
+        socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+        # One retry covers a pooled connection that went stale when Redis restarted.
+        retry=Retry(NoBackoff(), 1),
+        max_connections=256,
+    )
+
+
+def create_app(settings: ApiSettings | None = None) -> FastAPI:
+    settings = settings or ApiSettings()
+    verifier = TokenVerifier(
+        jwt_config(
+            settings.jwt_secret.get_secret_value() if settings.jwt_secret else None,
+            settings.jwt_public_key,
+            settings.jwt_audience,
+            settings.jwt_issuer,
+            settings.jwt_tenant_claim,
+        )
+    )
+    presigner = Presigner.from_boto3(None, settings.aws_region, settings.s3_endpoint_url)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        redis = redis_for_reads(settings.redis_url)
+        notifier = ChangeNotifier(redis)
+        notifier.start()
+        app.state.services = Services(
+            reader=JobReader(redis, settings.active_version_ttl_seconds),
+            verifier=verifier,
+            presigner=presigner,
+            notifier=notifier,
+            presign_ttl_seconds=settings.presign_ttl_seconds,
+            presign_bucket_seconds=settings.presign_bucket_seconds,
+        )
+        try:
+            yield
+        finally:
+            await notifier.stop()
+            await redis.aclose()
+
+    app = FastAPI(
+        title="Jobs read API",
+        version="1.0.0",
+        description="Where is my job? Reads job projections, presigning artifact URLs.",
+        lifespan=lifespan,
+    )
+    app.include_router(router)
+    app.add_exception_handler(Unauthenticated, on_unauthenticated)
+    app.add_exception_handler(RedisError, on_store_unavailable)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> Response:
+        return Response(b'{"status":"ok"}', media_type="application/json")
+
+    return app

@@ -1,0 +1,46 @@
+"""Reads a job from the active projection: one Redis round trip per request.
+
+The active version (`projection:active`, absent: v1) is cached for a second, so a promotion
+reaches every reader within that time without costing a second round trip per request.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+
+from contracts.job_state import ACTIVE_VERSION_KEY, DEFAULT_VERSION, job_key
+
+AnyRedis = Redis | RedisCluster
+
+
+@dataclass(frozen=True, slots=True)
+class StoredJobFields:
+    version: str
+    fields: dict[bytes, bytes]
+
+
+class JobReader:
+    def __init__(self, redis: AnyRedis, version_ttl: float = 1.0) -> None:
+        self.redis = redis
+        self._version_ttl = version_ttl
+        self._version = DEFAULT_VERSION
+        self._version_until = 0.0
+
+    async def active_version(self) -> str:
+        now = time.monotonic()
+        if now >= self._version_until:
+            raw: Any = await self.redis.get(ACTIVE_VERSION_KEY)
+            self._version = raw.decode() if raw else DEFAULT_VERSION
+            self._version_until = now + self._version_ttl
+        return self._version
+
+    async def read(self, tenant_id: str, job_id: str) -> StoredJobFields:
+        """The job's hash fields (empty when absent, or when it is another tenant's)."""
+        version = await self.active_version()
+        fields: dict[bytes, bytes] = await self.redis.hgetall(job_key(version, tenant_id, job_id))
+        return StoredJobFields(version, fields)

@@ -1,0 +1,116 @@
+"""The job lifecycle event envelope v1 (CONTRACT §1), validated straight from the raw bytes.
+
+Every rule of the contract is enforced here and nowhere else. The model is strict (no `"5"` for
+5, no `5.0` or `true` for an integer) and tolerant of unknown fields. Parse with
+`JobEvent.model_validate_json(raw)`: one pass over the bytes, no intermediate dict.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
+
+MAX_SEQ = 2**53 - 1
+MAX_PAYLOAD_BYTES = 16 * 1024
+MAX_METADATA_BYTES = 4 * 1024
+MAX_ARTIFACTS = 100
+MAX_MESSAGE_CHARS = 2000
+
+# Crockford base32 without I L O U, first character 0-7 (a ULID fits in 128 bits).
+ULID_PATTERN = r"^[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$"
+TENANT_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+JOB_TYPE_PATTERN = r"^[A-Z][A-Z0-9]*(_[A-Z0-9]+)*$"
+SNAKE_CASE_PATTERN = r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$"
+# S3 bucket naming: 3-63 characters of lower-case letters, digits, '.' and '-', starting and
+# ending with a letter or a digit.
+BUCKET_PATTERN = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+
+EventKind = Literal["created", "queued", "stage", "succeeded", "failed"]
+Visibility = Literal["public", "internal"]
+ArtifactRole = Literal["intermediate", "final"]
+
+Ulid = Annotated[str, StringConstraints(pattern=ULID_PATTERN, to_upper=True)]
+
+
+def compact_json(value: Any) -> str:
+    """The compact UTF-8 JSON text that size limits are measured on (and that is stored)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _json_object_within(limit: int, name: str) -> AfterValidator:
+    def check(value: dict[str, Any]) -> dict[str, Any]:
+        if not value:
+            return value
+        try:
+            size = len(compact_json(value).encode())
+        except ValueError as exc:  # NaN or Infinity: not JSON
+            raise ValueError(f"{name} must be plain JSON ({exc})") from None
+        if size > limit:
+            raise ValueError(f"{name} is {size} bytes as compact JSON, at most {limit} allowed")
+        return value
+
+    return AfterValidator(check)
+
+
+def _key_within_1024_bytes(key: str) -> str:
+    size = len(key.encode())
+    if not 1 <= size <= 1024:
+        raise ValueError(f"key must be 1-1024 bytes of UTF-8, got {size}")
+    return key
+
+
+class StorageArtifact(BaseModel):
+    """An object in S3 produced by a job. Lives on the wire and in Redis, never on HTTP."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+    bucket: Annotated[str, StringConstraints(pattern=BUCKET_PATTERN)]
+    key: Annotated[str, AfterValidator(_key_within_1024_bytes)]
+    kind: Annotated[str, StringConstraints(pattern=SNAKE_CASE_PATTERN)]
+    role: ArtifactRole
+    metadata: Annotated[
+        dict[str, Any], _json_object_within(MAX_METADATA_BYTES, "metadata")
+    ] = Field(default_factory=dict)
+
+
+class JobEvent(BaseModel):
+    """One job lifecycle event: the envelope v1 every worker service publishes."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+    schema_version: Literal[1]
+    event_id: Ulid
+    tenant_id: Annotated[str, StringConstraints(pattern=TENANT_PATTERN)]
+    job_id: Ulid
+    job_type: Annotated[str, StringConstraints(pattern=JOB_TYPE_PATTERN)]
+    job_created_at: AwareDatetime
+    seq: Annotated[int, Field(ge=1, le=MAX_SEQ)]
+    kind: EventKind
+    visibility: Visibility
+    message: Annotated[str, Field(max_length=MAX_MESSAGE_CHARS)]
+    artifacts: Annotated[list[StorageArtifact], Field(max_length=MAX_ARTIFACTS)] = Field(
+        default_factory=list
+    )
+    payload: Annotated[dict[str, Any], _json_object_within(MAX_PAYLOAD_BYTES, "payload")] = (
+        Field(default_factory=dict)
+    )
+    occurred_at: AwareDatetime
+
+
+def rfc3339_utc(moment: datetime) -> str:
+    """UTC, ending in `Z`; a fraction of a second only when there is one (CONTRACT §3)."""
+    moment = moment.astimezone(UTC)
+    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
+    if moment.microsecond:
+        text += f".{moment.microsecond:06d}".rstrip("0")
+    return text + "Z"

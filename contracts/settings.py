@@ -1,0 +1,72 @@
+"""Setting types shared by the processes (CONTRACT §4), and one-line configuration errors.
+
+Pydantic only: each process declares its own `BaseSettings` from these types, and
+`load_or_exit` turns a bad value into one line naming the setting instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Annotated, NoReturn, TypeVar
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, ValidationError
+
+T = TypeVar("T")
+
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def _check_redis_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in REDIS_SCHEMES:
+        raise ValueError("must start with redis://, rediss:// or unix://")
+    if parts.scheme != "unix":
+        try:
+            port = parts.port
+        except ValueError:
+            raise ValueError("has a port that is not a number") from None
+        if not parts.hostname:
+            raise ValueError("names no host (expected redis://host:port/db)")
+        del port
+        db = parts.path.lstrip("/")
+        if db and not db.isdigit():
+            raise ValueError("has a database that is not a number (expected /0)")
+    return url
+
+
+def _check_bootstrap(servers: str) -> str:
+    for server in servers.split(","):
+        host, sep, port = server.strip().rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError("must be host:port[,host:port...]")
+    return servers
+
+
+RedisUrl = Annotated[str, AfterValidator(_check_redis_url)]
+BootstrapServers = Annotated[str, AfterValidator(_check_bootstrap)]
+VersionName = Annotated[str, AfterValidator(lambda v: _check_version(v))]
+
+
+def _check_version(version: str) -> str:
+    if not version or len(version) > 32 or not all(c.isalnum() or c in "_-" for c in version):
+        raise ValueError("must be 1-32 letters, digits, '_' or '-' (e.g. v2)")
+    return version
+
+
+def config_error(message: str) -> NoReturn:
+    print(f"configuration error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def load_or_exit(factory: Callable[[], T]) -> T:
+    """Build settings; on a bad value print one line per broken setting and exit 2."""
+    try:
+        return factory()
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            name = ".".join(str(part) for part in error["loc"]).upper()
+            lines.append(f"{name}: {error['msg'].removeprefix('Value error, ')}")
+        config_error("; ".join(lines))

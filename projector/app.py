@@ -1,0 +1,110 @@
+"""The projector process: a FastStream batch subscriber built by a factory.
+
+Resources (Redis, the dead-letter producer) open in the lifespan; nothing connects at import
+time. The subscriber takes raw records (a parser of our own: FastStream's default would
+decode every header and body before we see it, and fail the batch on bytes that are not
+UTF-8) and acknowledges manually: `BatchProjector.handle` commits or rewinds.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from faststream import AckPolicy, FastStream
+from faststream.kafka import KafkaBroker, KafkaMessage
+
+from projector.batch import Backoff, BatchProjector, Record
+from projector.redis_client import connect_redis
+from projector.settings import ProjectorSettings
+from projector.store import ProjectionStore, load_merge_function
+
+log = logging.getLogger("projector")
+
+
+class KafkaDeadLetters:
+    """Sends dead letters to `<topic>.dlq` and waits for the broker's acknowledgement."""
+
+    def __init__(self, producer: AIOKafkaProducer, topic: str) -> None:
+        self._producer = producer
+        self._topic = topic
+
+    async def send(
+        self, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> None:
+        delivered = await self._producer.send(self._topic, value=value, key=key, headers=headers)
+        await delivered
+
+
+class _Late:
+    """Filled in by the lifespan: the handler is registered before resources exist."""
+
+    projector: BatchProjector | None = None
+
+
+def create_app(settings: ProjectorSettings) -> FastStream:
+    broker = KafkaBroker(settings.kafka_bootstrap_servers, logger=log, log_level=logging.DEBUG)
+    late = _Late()
+
+    subscriber = broker.subscriber(
+        settings.kafka_topic,
+        batch=True,
+        group_id=settings.group_id,
+        auto_offset_reset="earliest",
+        ack_policy=AckPolicy.MANUAL,
+        max_records=settings.batch_max_records,
+        batch_timeout_ms=settings.batch_timeout_ms,
+        parser=_raw_batch,
+        decoder=_no_body,
+    )
+
+    @subscriber
+    async def project(message: KafkaMessage) -> None:
+        records: Sequence[Record] = message.raw_message  # type: ignore[assignment]
+        assert late.projector is not None
+        await late.projector.handle(records, subscriber.consumer)
+
+    @asynccontextmanager
+    async def lifespan() -> AsyncIterator[None]:
+        redis = await connect_redis(settings.redis_url)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            enable_idempotence=settings.kafka_idempotent_producer,
+            acks="all",
+        )
+        try:
+            await load_merge_function(redis)
+            await producer.start()
+            store = ProjectionStore(redis, settings.projection_version)
+            late.projector = BatchProjector(
+                store.merge,
+                KafkaDeadLetters(producer, settings.dlq_topic),
+                Backoff(cap=settings.retry_backoff_max_seconds),
+            )
+            log.info(
+                "projecting %s into version %s (group %s)",
+                settings.kafka_topic,
+                settings.projection_version,
+                settings.group_id,
+            )
+            yield
+        finally:
+            await producer.stop()
+            await redis.aclose()
+
+    return FastStream(broker, lifespan=lifespan, logger=log)
+
+
+async def _raw_batch(records: tuple[Record, ...]) -> KafkaMessage:
+    return KafkaMessage(
+        body=b"",
+        raw_message=records,
+        consumer=None,  # type: ignore[arg-type]  # commits go through BatchProjector
+    )
+
+
+async def _no_body(message: Any) -> None:
+    return None

@@ -1,0 +1,162 @@
+"""One consumer batch: validate, dead-letter, fold per job, merge into Redis, commit.
+
+The failure policy lives here (STYLE rule 4):
+- a record that breaks the contract is a value, not an exception: it goes to the dead-letter
+  topic (original key and bytes, the reason in a header) and the batch goes on;
+- offsets are committed only after the dead letters are acknowledged by the broker and
+  every merge of the batch was confirmed by Redis: never past an event that is not in Redis;
+- any error on the way (Redis down or frozen, broker trouble, a rebalance that fails the
+  commit) rewinds every partition of the batch to its first offset and backs off
+  (capped exponential) before the batch is fetched again. The merge is idempotent, so
+  re-applying part of a batch is harmless. Nothing here ever stops the consumer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from aiokafka import ConsumerRecord, TopicPartition
+from pydantic import ValidationError
+
+from contracts.events import JobEvent
+from contracts.job_state import JobState
+from projector.dead_letter import dead_letter_headers, one_line, poison_reason
+from projector.fold import BatchFold, JobRef
+
+log = logging.getLogger("projector.batch")
+
+Record = ConsumerRecord[Any, Any]
+Merge = Callable[[Mapping[JobRef, JobState]], Awaitable[list[int]]]
+
+
+class OffsetControl(Protocol):
+    """The part of the Kafka consumer a batch needs."""
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None: ...
+
+    def seek(self, partition: TopicPartition, offset: int) -> None: ...
+
+
+class DeadLetterSink(Protocol):
+    async def send(self, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]) -> None: ...
+
+
+@dataclass
+class BatchOutcome:
+    events: int = 0
+    dead_lettered: int = 0
+    jobs: int = 0
+    jobs_changed: int = 0
+
+
+@dataclass
+class Backoff:
+    """Capped exponential backoff with jitter; reset by a success."""
+
+    base: float = 0.1
+    cap: float = 5.0
+    attempt: int = 0
+
+    def next_delay(self) -> float:
+        delay = min(self.cap, self.base * 2**self.attempt)
+        self.attempt += 1
+        return delay * random.uniform(0.5, 1.0)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+def validate(record: Record) -> JobEvent | str:
+    """The record's event, or the reason it is poison."""
+    if record.value is None:
+        return "value: no value (a tombstone is not an event)"
+    try:
+        return JobEvent.model_validate_json(record.value)
+    except ValidationError as error:
+        return poison_reason(error)
+
+
+def first_offsets(records: Sequence[Record]) -> dict[TopicPartition, int]:
+    first: dict[TopicPartition, int] = {}
+    for record in records:
+        tp = TopicPartition(record.topic, record.partition)
+        if tp not in first or record.offset < first[tp]:
+            first[tp] = record.offset
+    return first
+
+
+def next_offsets(records: Sequence[Record]) -> dict[TopicPartition, int]:
+    """What to commit: one past the last record of every partition in the batch."""
+    after: dict[TopicPartition, int] = {}
+    for record in records:
+        tp = TopicPartition(record.topic, record.partition)
+        after[tp] = max(after.get(tp, 0), record.offset + 1)
+    return after
+
+
+class BatchProjector:
+    def __init__(self, merge: Merge, dead_letters: DeadLetterSink, backoff: Backoff) -> None:
+        self._merge = merge
+        self._dead_letters = dead_letters
+        self._backoff = backoff
+
+    async def apply(self, records: Sequence[Record]) -> BatchOutcome:
+        """Dead-letter the poison, merge the rest. Raises on any I/O failure."""
+        fold = BatchFold()
+        outcome = BatchOutcome(events=len(records))
+        dead: list[Awaitable[None]] = []
+        for record in records:
+            event = validate(record)
+            if isinstance(event, str):
+                headers = dead_letter_headers(event, record.topic, record.partition, record.offset)
+                dead.append(self._dead_letters.send(record.key, record.value, headers))
+                log.warning(
+                    "dead-lettered partition=%s offset=%s: %s",
+                    record.partition,
+                    record.offset,
+                    event,
+                )
+            else:
+                fold.add(event)
+        if dead:
+            await asyncio.gather(*dead)
+            outcome.dead_lettered = len(dead)
+        changed = await self._merge(fold.deltas())
+        outcome.jobs = len(changed)
+        outcome.jobs_changed = sum(1 for fields in changed if fields)
+        return outcome
+
+    async def handle(self, records: Sequence[Record], consumer: OffsetControl) -> BatchOutcome | None:
+        """Apply and commit one batch; on failure rewind it and back off. Never raises
+        (except on cancellation, which abandons the batch uncommitted)."""
+        if not records:
+            return None
+        try:
+            outcome = await self.apply(records)
+            await consumer.commit(next_offsets(records))
+        except Exception as error:
+            delay = self._backoff.next_delay()
+            log.warning(
+                "batch of %d records not projected (%s); rewinding, retry in %.2f s",
+                len(records),
+                one_line(f"{type(error).__name__}: {error}"),
+                delay,
+            )
+            rewind(consumer, records)
+            await asyncio.sleep(delay)
+            return None
+        self._backoff.reset()
+        return outcome
+
+
+def rewind(consumer: OffsetControl, records: Sequence[Record]) -> None:
+    for tp, offset in first_offsets(records).items():
+        try:
+            consumer.seek(tp, offset)
+        except Exception:  # revoked by a rebalance: its new owner starts from the commit
+            log.info("partition %s no longer assigned; not rewound", tp)

@@ -1,0 +1,32 @@
+"""Command line of the projector process."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+
+from contracts.settings import load_or_exit
+from projector.preflight import check_or_exit
+from projector.settings import ProjectorSettings
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m projector", description="Fold job events from Kafka into Redis."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("run", help="consume KAFKA_TOPIC into projection PROJECTION_VERSION")
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = load_or_exit(ProjectorSettings)
+    if args.command == "run":
+        asyncio.run(run(settings))
+
+
+async def run(settings: ProjectorSettings) -> None:
+    from projector.app import create_app
+
+    await check_or_exit(settings.kafka_bootstrap_servers, settings.redis_url)
+    await create_app(settings).run()

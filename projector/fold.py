@@ -1,0 +1,151 @@
+"""The fold: a job's state as a merge of three tagged groups (DESIGN "The fold is a merge").
+
+Pure: no I/O. `state_of(event)` is the singleton state of one event, `merge` takes each group
+from the side with the winning tag, `fold(events)` merges singletons. `merge` is associative,
+commutative and idempotent, so delivery order and duplicates cannot change a projection.
+
+`BatchFold` is the same rule, made cheap for a consumer batch: it keeps each job's winning
+*events* per group and encodes only those at the end, instead of encoding every event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, TypeVar
+
+from contracts.events import JobEvent, StorageArtifact, compact_json, rfc3339_utc
+from contracts.job_state import (
+    STATUS_BY_KIND,
+    SURFACING_KINDS,
+    Head,
+    JobState,
+    Origin,
+    Public,
+)
+
+G = TypeVar("G", Head, Public)
+JobRef = tuple[str, str]  # (tenant_id, job_id): the same job id under two tenants is two jobs
+
+
+def head_key(seq: int, event_id: str) -> tuple[int, str]:
+    """Head and public: the greatest (seq, event_id) wins."""
+    return (seq, event_id)
+
+
+def origin_key(seq: int, event_id: str) -> tuple[int, str]:
+    """Origin: the least seq wins; among equal seqs, the greater event_id (CONTRACT §2)."""
+    return (-seq, event_id)
+
+
+def _artifact_dicts(artifacts: list[StorageArtifact]) -> list[dict[str, Any]]:
+    return [
+        {"bucket": a.bucket, "key": a.key, "kind": a.kind, "role": a.role, "metadata": a.metadata}
+        for a in artifacts
+    ]
+
+
+def head_of(event: JobEvent) -> Head:
+    manifest = _artifact_dicts(event.artifacts) if event.kind == "succeeded" else []
+    return Head(event.seq, event.event_id, STATUS_BY_KIND[event.kind], compact_json(manifest))
+
+
+def origin_of(event: JobEvent) -> Origin:
+    return Origin(event.seq, event.event_id, event.job_type, rfc3339_utc(event.job_created_at))
+
+
+def surfaces(event: JobEvent) -> bool:
+    """Only public queued/stage/succeeded/failed events may become `latest_event`."""
+    return event.visibility == "public" and event.kind in SURFACING_KINDS
+
+
+def public_of(event: JobEvent) -> Public:
+    stored = {
+        "seq": event.seq,
+        "kind": event.kind,
+        "message": event.message,
+        "artifacts": _artifact_dicts(event.artifacts),
+        "payload": event.payload,
+        "created_at": rfc3339_utc(event.occurred_at),
+    }
+    return Public(event.seq, event.event_id, compact_json(stored))
+
+
+def state_of(event: JobEvent) -> JobState:
+    return JobState(head_of(event), origin_of(event), public_of(event) if surfaces(event) else None)
+
+
+def _later(a: G | None, b: G | None) -> G | None:
+    if a is None or b is None:
+        return a if b is None else b
+    return a if head_key(a.seq, a.event_id) >= head_key(b.seq, b.event_id) else b
+
+
+def _earlier(a: Origin | None, b: Origin | None) -> Origin | None:
+    if a is None or b is None:
+        return a if b is None else b
+    return a if origin_key(a.seq, a.event_id) >= origin_key(b.seq, b.event_id) else b
+
+
+def merge(a: JobState, b: JobState) -> JobState:
+    return JobState(
+        head=_later(a.head, b.head),
+        origin=_earlier(a.origin, b.origin),
+        public=_later(a.public, b.public),
+    )
+
+
+def fold(events: Iterable[JobEvent], start: JobState | None = None) -> JobState:
+    state = start or JobState()
+    for event in events:
+        state = merge(state, state_of(event))
+    return state
+
+
+class _Winners:
+    __slots__ = ("head", "origin", "public")
+
+    def __init__(self, event: JobEvent) -> None:
+        self.head = self.origin = event
+        self.public: JobEvent | None = event if surfaces(event) else None
+
+    def add(self, event: JobEvent) -> None:
+        seq, eid = event.seq, event.event_id
+        head = self.head
+        if seq > head.seq or (seq == head.seq and eid > head.event_id):
+            self.head = event
+        origin = self.origin
+        if seq < origin.seq or (seq == origin.seq and eid > origin.event_id):
+            self.origin = event
+        if surfaces(event):
+            public = self.public
+            if public is None or seq > public.seq or (seq == public.seq and eid > public.event_id):
+                self.public = event
+
+    def state(self) -> JobState:
+        public = self.public
+        return JobState(
+            head_of(self.head), origin_of(self.origin), None if public is None else public_of(public)
+        )
+
+
+class BatchFold:
+    """Folds one batch's events into one delta per job; equal to `fold` per job."""
+
+    __slots__ = ("_jobs",)
+
+    def __init__(self) -> None:
+        self._jobs: dict[JobRef, _Winners] = {}
+
+    def add(self, event: JobEvent) -> None:
+        ref = (event.tenant_id, event.job_id)
+        winners = self._jobs.get(ref)
+        if winners is None:
+            self._jobs[ref] = _Winners(event)
+        else:
+            winners.add(event)
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def deltas(self) -> dict[JobRef, JobState]:
+        return {ref: winners.state() for ref, winners in self._jobs.items()}

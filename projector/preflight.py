@@ -1,0 +1,44 @@
+"""Startup checks that turn an unreachable broker or Redis into one line naming the setting."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiokafka import AIOKafkaClient
+from redis.asyncio import Redis
+
+from contracts.settings import config_error
+
+TIMEOUT_SECONDS = 10.0
+
+
+async def kafka_answers(bootstrap: str, timeout: float = TIMEOUT_SECONDS) -> bool:
+    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
+    try:
+        await asyncio.wait_for(client.bootstrap(), timeout)
+    except Exception:
+        return False
+    finally:
+        await client.close()
+    return True
+
+
+async def redis_error(url: str, timeout: float = TIMEOUT_SECONDS) -> str | None:
+    client = Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+    try:
+        await client.ping()
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    finally:
+        await client.aclose()
+    return None
+
+
+async def check_or_exit(bootstrap: str | None, redis_url: str | None) -> None:
+    if bootstrap is not None and not await kafka_answers(bootstrap):
+        config_error(
+            f"KAFKA_BOOTSTRAP_SERVERS={bootstrap}: no Kafka broker answered "
+            f"within {TIMEOUT_SECONDS:.0f} s"
+        )
+    if redis_url is not None and (error := await redis_error(redis_url)):
+        config_error(f"REDIS_URL={redis_url}: Redis did not answer ({error})")

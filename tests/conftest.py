@@ -1,0 +1,87 @@
+"""Session fixtures: the real broker, Redis and S3 (see `tests.stack`), started once.
+
+Nothing starts for a run of `tests/unit` alone: the stack is a lazy session fixture. Every
+test gets its own topic names and projection version, so tests never see each other's data
+(and an address given in the environment can be shared safely).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from tests.stack import Stack, create_bucket, create_topics, start_stack
+
+_running: list[Stack] = []
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    started = start_stack(Path(tmp_path_factory.mktemp("stack")))
+    _running.append(started)
+    try:
+        yield started
+    finally:
+        _running.remove(started)
+        started.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(stack: Stack) -> str:
+    return stack.kafka_bootstrap
+
+
+@pytest.fixture(scope="session")
+def redis_url(stack: Stack) -> str:
+    return stack.redis_url
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(stack: Stack) -> str:
+    return stack.s3_endpoint_url
+
+
+@pytest.fixture(scope="session")
+def bucket(stack: Stack) -> str:
+    name = "test-renders"
+    create_bucket(stack, name)
+    return name
+
+
+@pytest.fixture
+def unique() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+async def topic(kafka_bootstrap: str, unique: str) -> str:
+    """A fresh 4-partition events topic and its dead-letter topic."""
+    name = f"jobs.events.{unique}"
+    await create_topics(kafka_bootstrap, {name: 4, f"{name}.dlq": 1})
+    return name
+
+
+@pytest.fixture
+def version(unique: str) -> str:
+    return f"t{unique}"
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Iterator[None]:
+    report: pytest.TestReport = yield
+    if report.failed and _running:
+        report.sections.append(("real parts: log tails", _running[0].logs()))
+    return report  # type: ignore[return-value]
