@@ -8,6 +8,7 @@ Every rule of the contract is enforced here and nowhere else. The model is stric
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -15,9 +16,11 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
+    WithJsonSchema,
 )
 
 MAX_SEQ = 2**53 - 1
@@ -40,6 +43,29 @@ Visibility = Literal["public", "internal"]
 ArtifactRole = Literal["intermediate", "final"]
 
 Ulid = Annotated[str, StringConstraints(pattern=ULID_PATTERN, to_upper=True)]
+
+# RFC 3339 date-time: pydantic alone also takes unix seconds in a string, a missing seconds
+# field, `+0200` and `,5`; the contract does not.
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})", re.ASCII
+)
+
+
+def _rfc3339_text(value: Any) -> Any:
+    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
+        raise ValueError("must be an RFC 3339 date-time with an offset, e.g. 2026-11-29T12:00:00Z")
+    return value
+
+
+# Lax inside: after the check above, the inner validator parses the text (strict would
+# refuse any str once a Python validator has run).
+Rfc3339 = Annotated[AwareDatetime, Field(strict=False), BeforeValidator(_rfc3339_text)]
+
+
+def _schema_version_1(value: int) -> int:
+    if value != 1:
+        raise ValueError(f"schema_version {value} is not this contract (envelope v1)")
+    return value
 
 
 def compact_json(value: Any) -> str:
@@ -88,12 +114,16 @@ class JobEvent(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
 
-    schema_version: Literal[1]
+    schema_version: Annotated[
+        int,
+        AfterValidator(_schema_version_1),
+        WithJsonSchema({"type": "integer", "const": 1, "title": "Schema Version"}),
+    ]
     event_id: Ulid
     tenant_id: Annotated[str, StringConstraints(pattern=TENANT_PATTERN)]
     job_id: Ulid
     job_type: Annotated[str, StringConstraints(pattern=JOB_TYPE_PATTERN)]
-    job_created_at: AwareDatetime
+    job_created_at: Rfc3339
     seq: Annotated[int, Field(ge=1, le=MAX_SEQ)]
     kind: EventKind
     visibility: Visibility
@@ -104,13 +134,13 @@ class JobEvent(BaseModel):
     payload: Annotated[dict[str, Any], _json_object_within(MAX_PAYLOAD_BYTES, "payload")] = (
         Field(default_factory=dict)
     )
-    occurred_at: AwareDatetime
+    occurred_at: Rfc3339
 
 
 def rfc3339_utc(moment: datetime) -> str:
     """UTC, ending in `Z`; a fraction of a second only when there is one (CONTRACT §3)."""
-    moment = moment.astimezone(UTC)
-    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
-    if moment.microsecond:
-        text += f".{moment.microsecond:06d}".rstrip("0")
+    m = moment.astimezone(UTC)
+    text = f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}"
+    if m.microsecond:
+        text += f".{m.microsecond:06d}".rstrip("0")
     return text + "Z"

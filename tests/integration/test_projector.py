@@ -1,0 +1,214 @@
+"""The projector through the real broker and Redis: any delivery, poison, faults, crashes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from tests.integration.projection import (
+    assert_projection_equals_fold,
+    differing_jobs,
+    job_events,
+    produce,
+    produce_raw,
+    projector_env,
+    shuffled_with_duplicates,
+    spawn,
+    wait_until_caught_up,
+)
+from tests.integration.support import consume_all, event_dict
+from tests.stack.processes import LocalProcess, start_redis
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    return tmp_path
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[LocalProcess]:
+    """A redis-server of this test alone, so that it can be frozen and paused."""
+    server = start_redis(tmp_path)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def own_redis_client(own_redis: LocalProcess) -> AsyncIterator[Redis]:
+    client = Redis(port=own_redis.port, socket_timeout=30)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def projectors() -> Iterator[list[LocalProcess]]:
+    started: list[LocalProcess] = []
+    yield started
+    for process in started:
+        process.stop()
+
+
+async def test_shuffled_and_duplicated_delivery_ends_equal_to_the_fold(
+    kafka_bootstrap: str,
+    topic: str,
+    redis_url: str,
+    redis: Redis,
+    version: str,
+    workdir: Path,
+    projectors: list[LocalProcess],
+) -> None:
+    events = job_events(jobs=120)
+    delivery = shuffled_with_duplicates(events)
+    await produce(kafka_bootstrap, topic, delivery[: len(delivery) // 2])
+    projectors.append(spawn(projector_env(kafka_bootstrap, topic, redis_url, version), workdir))
+    await produce(kafka_bootstrap, topic, delivery[len(delivery) // 2 :])
+    await wait_until_caught_up(kafka_bootstrap, topic, version, len(delivery))
+    await assert_projection_equals_fold(redis, version, events)
+
+
+POISON: list[tuple[str, bytes | None, str]] = [
+    ("bad json", b'{"schema_version": 1,', "Invalid JSON"),
+    ("not an object", b"[1, 2, 3]", "Input should be an object"),
+    ("missing field", json.dumps({k: v for k, v in event_dict().items() if k != "seq"}).encode(), "seq"),
+    ("wrong type", json.dumps(event_dict() | {"seq": "5"}).encode(), "seq"),
+    ("seq as float", json.dumps(event_dict() | {"seq": 5.0}).encode(), "seq"),
+    ("out of range", json.dumps(event_dict() | {"seq": 2**53}).encode(), "seq"),
+    ("other schema", json.dumps(event_dict() | {"schema_version": 2}).encode(), "schema_version"),
+    ("bad tenant", json.dumps(event_dict() | {"tenant_id": "ACME"}).encode(), "tenant_id"),
+    ("bad kind", json.dumps(event_dict() | {"kind": "exploded"}).encode(), "kind"),
+    ("no value", None, "tombstone"),
+    ("not utf-8", b'{"message": "\xff\xfe"}', "Invalid JSON"),
+]
+
+
+async def test_each_kind_of_poison_reaches_the_dead_letter_topic_and_the_stream_goes_on(
+    kafka_bootstrap: str,
+    topic: str,
+    redis_url: str,
+    redis: Redis,
+    version: str,
+    workdir: Path,
+    projectors: list[LocalProcess],
+) -> None:
+    good = job_events(jobs=10)
+    key = b"01JDQ8Z3M4W8K2V7T6R5N4P3Q2"
+    # Poison first, then good events on the same partitions: later events still land.
+    await produce_raw(kafka_bootstrap, topic, [(key, value) for _, value, _ in POISON])
+    await produce(kafka_bootstrap, topic, good)
+    projectors.append(spawn(projector_env(kafka_bootstrap, topic, redis_url, version), workdir))
+    await wait_until_caught_up(kafka_bootstrap, topic, version, len(POISON) + len(good))
+    await assert_projection_equals_fold(redis, version, good)
+
+    dead = await consume_all(kafka_bootstrap, f"{topic}.dlq", expected=len(POISON))
+    assert len(dead) == len(POISON)
+    by_value = {record.value: record for record in dead}
+    for name, value, reason_part in POISON:
+        record = by_value[value]
+        headers = dict(record.headers)
+        assert record.key == key, name
+        reason = headers["dlq.reason"].decode()
+        assert reason_part in reason, f"{name}: {reason}"
+        assert "\n" not in reason
+        assert headers["dlq.topic"] == topic.encode()
+        assert int(headers["dlq.partition"]) >= 0
+        assert int(headers["dlq.offset"]) >= 0
+
+
+async def test_redis_frozen_for_seconds_loses_nothing(
+    kafka_bootstrap: str,
+    topic: str,
+    version: str,
+    workdir: Path,
+    own_redis: LocalProcess,
+    own_redis_client: Redis,
+    projectors: list[LocalProcess],
+) -> None:
+    redis_url = f"redis://127.0.0.1:{own_redis.port}/0"
+    events = job_events(jobs=80)
+    delivery = shuffled_with_duplicates(events, seed=11)
+    projectors.append(spawn(projector_env(kafka_bootstrap, topic, redis_url, version), workdir))
+    await produce(kafka_bootstrap, topic, delivery[:100])
+    await asyncio.sleep(8)  # the group join takes about 5 s here
+    own_redis.pause()
+    try:
+        await produce(kafka_bootstrap, topic, delivery[100:])
+        await asyncio.sleep(7)  # longer than the projector's Redis socket timeout
+    finally:
+        own_redis.resume()
+    await wait_until_caught_up(kafka_bootstrap, topic, version, len(delivery))
+    await assert_projection_equals_fold(own_redis_client, version, events)
+    assert projectors[0].process.poll() is None, "the projector rode through the freeze"
+
+
+async def test_projector_killed_while_a_batch_is_not_in_redis_restarts_to_the_fold(
+    kafka_bootstrap: str,
+    topic: str,
+    version: str,
+    workdir: Path,
+    own_redis: LocalProcess,
+    own_redis_client: Redis,
+    projectors: list[LocalProcess],
+) -> None:
+    redis_url = f"redis://127.0.0.1:{own_redis.port}/0"
+    env = projector_env(kafka_bootstrap, topic, redis_url, version)
+    events = job_events(jobs=60)
+    delivery = shuffled_with_duplicates(events, seed=5)
+    first, rest = delivery[:80], delivery[80:]
+    projectors.append(spawn(env, workdir, "projector-1"))
+    await produce(kafka_bootstrap, topic, first)
+    await wait_until_caught_up(kafka_bootstrap, topic, version, len(first))
+
+    # Hold every write: the next batch is fetched but cannot reach Redis.
+    await own_redis_client.execute_command("CLIENT", "PAUSE", "30000", "WRITE")
+    try:
+        await produce(kafka_bootstrap, topic, rest)
+        await asyncio.sleep(3)  # fetched and blocked on its merge
+        projectors[0].process.kill()
+        projectors[0].process.wait(timeout=10)
+        assert await differing_jobs(own_redis_client, version, events), (
+            "the kill landed while the batch was not in Redis"
+        )
+    finally:
+        await own_redis_client.execute_command("CLIENT", "UNPAUSE")
+
+    projectors.append(spawn(env, workdir, "projector-2"))
+    await wait_until_caught_up(kafka_bootstrap, topic, version, len(delivery))
+    await assert_projection_equals_fold(own_redis_client, version, events)
+
+
+async def test_two_projectors_in_one_group_share_partitions_and_end_equal_to_the_fold(
+    kafka_bootstrap: str,
+    topic: str,
+    redis_url: str,
+    redis: Redis,
+    version: str,
+    workdir: Path,
+    projectors: list[LocalProcess],
+) -> None:
+    env = projector_env(kafka_bootstrap, topic, redis_url, version)
+    events = job_events(jobs=150)
+    delivery = shuffled_with_duplicates(events, seed=3)
+    projectors.append(spawn(env, workdir, "projector-a"))
+    projectors.append(spawn(env, workdir, "projector-b"))
+    await asyncio.sleep(12)  # both joined and the partitions split
+    await produce(kafka_bootstrap, topic, delivery)
+    await wait_until_caught_up(kafka_bootstrap, topic, version, len(delivery))
+    await assert_projection_equals_fold(redis, version, events)
+    shares = [last_assignment(p.log_path.read_text()) for p in projectors]
+    assert all(shares), f"each member owns partitions: {shares}"
+    assert not shares[0] & shares[1], f"no partition is owned twice: {shares}"
+    assert shares[0] | shares[1] == {0, 1, 2, 3}
+    assert all(p.process.poll() is None for p in projectors)
+
+
+def last_assignment(log: str) -> set[int]:
+    lines = [line for line in log.splitlines() if "assigned to partitions" in line]
+    return {int(n) for n in re.findall(r"partition=(\d+)", lines[-1])} if lines else set()
