@@ -75,7 +75,9 @@ class TokenVerifier:
         scheme, _, token = authorization.partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
-            raise Unauthenticated("Use the Bearer scheme: Authorization: Bearer <token>.", token_given=False)
+            raise Unauthenticated(
+                "Use the Bearer scheme: Authorization: Bearer <token>.", token_given=False
+            )
         now = time.time()
         cached = self._cache.get(token)
         if cached is not None and now < cached[1]:

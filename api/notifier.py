@@ -87,9 +87,8 @@ class ChangeNotifier:
                 self._deliver(message)
 
     def _deliver(self, message: dict[str, Any]) -> None:
-        channel = message.get("channel")
-        if isinstance(channel, bytes):
-            channel = channel.decode()
+        raw = message.get("channel")
+        channel = raw.decode() if isinstance(raw, bytes) else str(raw)
         kind = message.get("type")
         if kind == "ssubscribe":
             if confirmed := self._confirmed.get(channel):

@@ -42,5 +42,5 @@ class JobReader:
     async def read(self, tenant_id: str, job_id: str) -> StoredJobFields:
         """The job's hash fields (empty when absent, or when it is another tenant's)."""
         version = await self.active_version()
-        fields: dict[bytes, bytes] = await self.redis.hgetall(job_key(version, tenant_id, job_id))
+        fields: Any = await self.redis.hgetall(job_key(version, tenant_id, job_id))
         return StoredJobFields(version, fields)

@@ -11,36 +11,34 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from contracts.job_state import (
-    F_CREATED_AT,
-    F_EVENT,
-    F_HEAD_SEQ,
-    F_MANIFEST,
-    F_PUBLIC_SEQ,
-    F_STATUS,
-    F_TYPE,
-)
+from contracts.job_state import F_HEAD, F_ORIGIN, F_PUBLIC, UNIT
 
 SignUrl = Callable[[str, str], str]  # (bucket, key) -> presigned GET URL
 
-_HEAD_SEQ, _PUBLIC_SEQ = F_HEAD_SEQ.encode(), F_PUBLIC_SEQ.encode()
-_STATUS, _TYPE, _CREATED = F_STATUS.encode(), F_TYPE.encode(), F_CREATED_AT.encode()
-_MANIFEST, _EVENT = F_MANIFEST.encode(), F_EVENT.encode()
+_HEAD, _ORIGIN, _PUBLIC, _UNIT = (
+    F_HEAD.encode(),
+    F_ORIGIN.encode(),
+    F_PUBLIC.encode(),
+    UNIT.encode(),
+)
 
 
 def is_complete(fields: dict[bytes, bytes]) -> bool:
     """A job exists for readers once its head and origin are stored."""
-    return _STATUS in fields and _TYPE in fields
+    return _HEAD in fields and _ORIGIN in fields
+
+
+def _seq(fields: dict[bytes, bytes], group: bytes) -> int:
+    value = fields.get(group)
+    return int(value[: value.index(_UNIT)]) if value else 0
 
 
 def public_seq(fields: dict[bytes, bytes]) -> int:
-    raw = fields.get(_PUBLIC_SEQ)
-    return int(raw) if raw else 0
+    return _seq(fields, _PUBLIC)
 
 
 def head_seq(fields: dict[bytes, bytes]) -> int:
-    raw = fields.get(_HEAD_SEQ)
-    return int(raw) if raw else 0
+    return _seq(fields, _HEAD)
 
 
 def _artifacts(stored: list[dict[str, Any]], sign: SignUrl) -> list[dict[str, Any]]:
@@ -56,9 +54,11 @@ def _artifacts(stored: list[dict[str, Any]], sign: SignUrl) -> list[dict[str, An
 
 
 def render_job(job_id: str, fields: dict[bytes, bytes], sign: SignUrl) -> bytes:
+    _, _, status, manifest = fields[_HEAD].split(_UNIT, 3)
+    _, _, job_type, created_at = fields[_ORIGIN].split(_UNIT, 3)
     latest = None
-    if raw_event := fields.get(_EVENT):
-        event = json.loads(raw_event)
+    if public := fields.get(_PUBLIC):
+        event = json.loads(public.split(_UNIT, 2)[2])
         latest = {
             "seq": event["seq"],
             "kind": event["kind"],
@@ -70,10 +70,10 @@ def render_job(job_id: str, fields: dict[bytes, bytes], sign: SignUrl) -> bytes:
         }
     body = {
         "id": job_id,
-        "type": fields[_TYPE].decode(),
-        "status": fields[_STATUS].decode(),
-        "created_at": fields[_CREATED].decode(),
-        "manifest": _artifacts(json.loads(fields[_MANIFEST]), sign),
+        "type": job_type.decode(),
+        "status": status.decode(),
+        "created_at": created_at.decode(),
+        "manifest": _artifacts(json.loads(manifest), sign),
         "latest_event": latest,
     }
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -87,7 +88,9 @@ async def get_job(
         int,
         Query(ge=0, description="Return as soon as `latest_event.seq` is greater than this."),
     ] = 0,
-    if_none_match: Annotated[str | None, Header(description="An ETag from an earlier read.")] = None,
+    if_none_match: Annotated[
+        str | None, Header(description="An ETag from an earlier read.")
+    ] = None,
 ) -> Response:
     job_id = id.upper()
     stored = await services.reader.read(tenant_id, job_id)
@@ -139,10 +142,8 @@ async def _wait_for_change(
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), remaining)
-            except TimeoutError:
-                pass
             changed.clear()
             stored = await services.reader.read(tenant_id, job_id)
     return stored

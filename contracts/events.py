@@ -22,6 +22,7 @@ from pydantic import (
     StringConstraints,
     WithJsonSchema,
 )
+from pydantic_core import PydanticSerializationError, to_json
 
 MAX_SEQ = 2**53 - 1
 MAX_PAYLOAD_BYTES = 16 * 1024
@@ -57,9 +58,18 @@ def _rfc3339_text(value: Any) -> Any:
     return value
 
 
-# Lax inside: after the check above, the inner validator parses the text (strict would
-# refuse any str once a Python validator has run).
-Rfc3339 = Annotated[AwareDatetime, Field(strict=False), BeforeValidator(_rfc3339_text)]
+def _in_utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:30:00+01:00 is before year 1 in UTC
+        raise ValueError("is out of range once converted to UTC") from None
+
+
+# Lax inside: after the text check, the inner validator parses the text (strict would
+# refuse any str once a Python validator has run). Stored in UTC: what readers get.
+Rfc3339 = Annotated[
+    AwareDatetime, Field(strict=False), BeforeValidator(_rfc3339_text), AfterValidator(_in_utc)
+]
 
 
 def _schema_version_1(value: int) -> int:
@@ -69,8 +79,8 @@ def _schema_version_1(value: int) -> int:
 
 
 def compact_json(value: Any) -> str:
-    """The compact UTF-8 JSON text that size limits are measured on (and that is stored)."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    """The compact UTF-8 JSON text of a value (what size limits are measured on)."""
+    return to_json(value).decode()
 
 
 def _json_object_within(limit: int, name: str) -> AfterValidator:
@@ -78,17 +88,26 @@ def _json_object_within(limit: int, name: str) -> AfterValidator:
         if not value:
             return value
         try:
-            size = len(compact_json(value).encode())
-        except ValueError as exc:  # NaN or Infinity: not JSON
+            text = to_json(value)  # compact UTF-8 JSON, as Python's json module would write it
+        except PydanticSerializationError as exc:
             raise ValueError(f"{name} must be plain JSON ({exc})") from None
-        if size > limit:
-            raise ValueError(f"{name} is {size} bytes as compact JSON, at most {limit} allowed")
+        if b"NaN" in text or b"Infinity" in text:  # rare: decide exactly
+            try:
+                json.dumps(value, allow_nan=False)
+            except ValueError:
+                raise ValueError(f"{name} must be plain JSON (NaN and Infinity are not)") from None
+        if len(text) > limit:
+            raise ValueError(
+                f"{name} is {len(text)} bytes as compact JSON, at most {limit} allowed"
+            )
         return value
 
     return AfterValidator(check)
 
 
 def _key_within_1024_bytes(key: str) -> str:
+    if 0 < len(key) <= 256:  # at most 4 bytes a character: surely within 1024 bytes
+        return key
     size = len(key.encode())
     if not 1 <= size <= 1024:
         raise ValueError(f"key must be 1-1024 bytes of UTF-8, got {size}")
@@ -104,9 +123,9 @@ class StorageArtifact(BaseModel):
     key: Annotated[str, AfterValidator(_key_within_1024_bytes)]
     kind: Annotated[str, StringConstraints(pattern=SNAKE_CASE_PATTERN)]
     role: ArtifactRole
-    metadata: Annotated[
-        dict[str, Any], _json_object_within(MAX_METADATA_BYTES, "metadata")
-    ] = Field(default_factory=dict)
+    metadata: Annotated[dict[str, Any], _json_object_within(MAX_METADATA_BYTES, "metadata")] = (
+        Field(default_factory=dict)
+    )
 
 
 class JobEvent(BaseModel):
@@ -131,16 +150,16 @@ class JobEvent(BaseModel):
     artifacts: Annotated[list[StorageArtifact], Field(max_length=MAX_ARTIFACTS)] = Field(
         default_factory=list
     )
-    payload: Annotated[dict[str, Any], _json_object_within(MAX_PAYLOAD_BYTES, "payload")] = (
-        Field(default_factory=dict)
+    payload: Annotated[dict[str, Any], _json_object_within(MAX_PAYLOAD_BYTES, "payload")] = Field(
+        default_factory=dict
     )
     occurred_at: Rfc3339
 
 
 def rfc3339_utc(moment: datetime) -> str:
     """UTC, ending in `Z`; a fraction of a second only when there is one (CONTRACT §3)."""
-    m = moment.astimezone(UTC)
-    text = f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}"
+    m = moment if moment.tzinfo is UTC else moment.astimezone(UTC)
+    text = m.isoformat()[:-6]  # without "+00:00"; isoformat is C and pads the year
     if m.microsecond:
-        text += f".{m.microsecond:06d}".rstrip("0")
+        text = text.rstrip("0")
     return text + "Z"

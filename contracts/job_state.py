@@ -1,16 +1,17 @@
 """The stored job: three tagged groups, and their encoding as one Redis hash (CONTRACT §2).
 
 A job's state is a head, an origin and a public group, each tagged by the `(seq, event_id)`
-of the event that set it (DESIGN "The fold is a merge"). Each group is stored as a few hash
-fields under short names, its values already in their final form (statuses, UTC timestamps,
-compact JSON), so a merge only compares tags and copies strings, and a read only decodes.
+of the event that set it (DESIGN "The fold is a merge"). Each group is one hash field
+(`h`, `o`, `p`) whose value starts with its tag: `seq US event_id US values...`, US being
+the ASCII unit separator. The values are already in their final form (statuses, UTC
+timestamps, compact JSON), so a merge only compares tags and copies strings, a read only
+splits and decodes, and a job costs three small fields of memory.
 Storage references (bucket, key) stay in the stored values; only the api turns them into URLs.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 
@@ -29,8 +30,7 @@ STATUS_BY_KIND: dict[str, Status] = {
 SURFACING_KINDS = frozenset({"queued", "stage", "succeeded", "failed"})
 
 
-@dataclass(frozen=True, slots=True)
-class Head:
+class Head(NamedTuple):
     """Set by the event with the greatest (seq, event_id): status and manifest."""
 
     seq: int
@@ -39,8 +39,7 @@ class Head:
     manifest_json: str  # compact JSON list of stored artifacts; "[]" unless SUCCEEDED
 
 
-@dataclass(frozen=True, slots=True)
-class Origin:
+class Origin(NamedTuple):
     """Set by the event with the least seq (equal seqs: the greater event_id)."""
 
     seq: int
@@ -49,8 +48,7 @@ class Origin:
     created_at: str  # RFC 3339 UTC
 
 
-@dataclass(frozen=True, slots=True)
-class Public:
+class Public(NamedTuple):
     """Set by the greatest (seq, event_id) among public queued/stage/succeeded/failed events."""
 
     seq: int
@@ -58,8 +56,7 @@ class Public:
     event_json: str  # compact JSON of a StoredEvent
 
 
-@dataclass(frozen=True, slots=True)
-class JobState:
+class JobState(NamedTuple):
     """A job as folded from a set of events; a group is None until an event sets it."""
 
     head: Head | None = None
@@ -67,10 +64,12 @@ class JobState:
     public: Public | None = None
 
 
-# Hash field names, kept short: one job is a small hash and memory is per job.
-F_HEAD_SEQ, F_HEAD_ID, F_STATUS, F_MANIFEST = "hs", "he", "st", "mf"
-F_ORIGIN_SEQ, F_ORIGIN_ID, F_TYPE, F_CREATED_AT = "os", "oe", "ty", "ca"
-F_PUBLIC_SEQ, F_PUBLIC_ID, F_EVENT = "ps", "pe", "le"
+# Hash fields, one per group; short, since memory is per job.
+F_HEAD, F_ORIGIN, F_PUBLIC = "h", "o", "p"
+# Separators that never occur in the values (compact JSON escapes control characters;
+# ids, statuses, types and timestamps have none).
+UNIT = "\x1f"  # between the values of one group
+GROUP = "\x1e"  # between the groups of a packed delta
 
 
 def job_key(version: str, tenant_id: str, job_id: str) -> str:
@@ -93,49 +92,63 @@ PREVIOUS_VERSION_KEY = "projection:previous"
 DEFAULT_VERSION = "v1"
 
 
-def merge_args(state: JobState) -> list[str]:
-    """The argument list of the server-side merge: the three groups, '' for an absent one."""
+def head_value(head: Head) -> str:
+    return f"{head.seq}{UNIT}{head.event_id}{UNIT}{head.status}{UNIT}{head.manifest_json}"
+
+
+def origin_value(origin: Origin) -> str:
+    return f"{origin.seq}{UNIT}{origin.event_id}{UNIT}{origin.job_type}{UNIT}{origin.created_at}"
+
+
+def public_value(public: Public) -> str:
+    return f"{public.seq}{UNIT}{public.event_id}{UNIT}{public.event_json}"
+
+
+def pack_delta(state: JobState) -> str:
+    """The three group values joined by GROUP ('' for an absent group): one argument of the
+    server-side merge per job."""
     head, origin, public = state.head, state.origin, state.public
-    args = ["", "", "", "", "", "", "", "", "", "", ""]
-    if head is not None:
-        args[0:4] = [str(head.seq), head.event_id, head.status, head.manifest_json]
-    if origin is not None:
-        args[4:8] = [str(origin.seq), origin.event_id, origin.job_type, origin.created_at]
-    if public is not None:
-        args[8:11] = [str(public.seq), public.event_id, public.event_json]
-    return args
+    return (
+        ("" if head is None else head_value(head))
+        + GROUP
+        + ("" if origin is None else origin_value(origin))
+        + GROUP
+        + ("" if public is None else public_value(public))
+    )
 
 
 def encode_state(state: JobState) -> dict[str, str]:
     """The hash fields of a state, as the server-side merge writes them."""
     fields: dict[str, str] = {}
     if state.head is not None:
-        h = state.head
-        fields |= {F_HEAD_SEQ: str(h.seq), F_HEAD_ID: h.event_id, F_STATUS: h.status}
-        fields[F_MANIFEST] = h.manifest_json
+        fields[F_HEAD] = head_value(state.head)
     if state.origin is not None:
-        o = state.origin
-        fields |= {F_ORIGIN_SEQ: str(o.seq), F_ORIGIN_ID: o.event_id, F_TYPE: o.job_type}
-        fields[F_CREATED_AT] = o.created_at
+        fields[F_ORIGIN] = origin_value(state.origin)
     if state.public is not None:
-        p = state.public
-        fields |= {F_PUBLIC_SEQ: str(p.seq), F_PUBLIC_ID: p.event_id, F_EVENT: p.event_json}
+        fields[F_PUBLIC] = public_value(state.public)
     return fields
 
 
 def decode_state(fields: dict[str, str]) -> JobState:
-    """The inverse of `encode_state`; groups whose fields are missing stay None."""
+    """The inverse of `encode_state`; groups whose field is missing stay None."""
     head = origin = public = None
-    if F_HEAD_SEQ in fields:
-        status: Any = fields[F_STATUS]
-        head = Head(int(fields[F_HEAD_SEQ]), fields[F_HEAD_ID], status, fields[F_MANIFEST])
-    if F_ORIGIN_SEQ in fields:
-        origin = Origin(
-            int(fields[F_ORIGIN_SEQ]), fields[F_ORIGIN_ID], fields[F_TYPE], fields[F_CREATED_AT]
-        )
-    if F_PUBLIC_SEQ in fields:
-        public = Public(int(fields[F_PUBLIC_SEQ]), fields[F_PUBLIC_ID], fields[F_EVENT])
+    if F_HEAD in fields:
+        seq, event_id, status, manifest = fields[F_HEAD].split(UNIT, 3)
+        head = Head(int(seq), event_id, _status(status), manifest)
+    if F_ORIGIN in fields:
+        seq, event_id, job_type, created_at = fields[F_ORIGIN].split(UNIT, 3)
+        origin = Origin(int(seq), event_id, job_type, created_at)
+    if F_PUBLIC in fields:
+        seq, event_id, event_json = fields[F_PUBLIC].split(UNIT, 2)
+        public = Public(int(seq), event_id, event_json)
     return JobState(head, origin, public)
+
+
+def _status(text: str) -> Status:
+    if text not in STATUS_BY_KIND.values():
+        raise ValueError(f"not a status: {text!r}")
+    status: Status = text  # type: ignore[assignment]  # checked just above
+    return status
 
 
 class StoredEvent(BaseModel):

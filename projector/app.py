@@ -16,6 +16,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from faststream import AckPolicy, FastStream
 from faststream.kafka import KafkaBroker, KafkaMessage
+from faststream.kafka.message import FakeConsumer
 
 from projector.batch import Backoff, BatchProjector, Record
 from projector.redis_client import connect_redis
@@ -63,9 +64,10 @@ def create_app(settings: ProjectorSettings) -> FastStream:
 
     @subscriber
     async def project(message: KafkaMessage) -> None:
-        records: Sequence[Record] = message.raw_message  # type: ignore[assignment]
+        records: Sequence[Record] = message.raw_message
         assert late.projector is not None
-        await late.projector.handle(records, subscriber.consumer)
+        consumer: Any = subscriber.consumer
+        await late.projector.handle(records, consumer)
 
     @asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:
@@ -99,11 +101,8 @@ def create_app(settings: ProjectorSettings) -> FastStream:
 
 
 async def _raw_batch(records: tuple[Record, ...]) -> KafkaMessage:
-    return KafkaMessage(
-        body=b"",
-        raw_message=records,
-        consumer=None,  # type: ignore[arg-type]  # commits go through BatchProjector
-    )
+    # No consumer here: commits and seeks go through BatchProjector.
+    return KafkaMessage(body=b"", raw_message=records, consumer=FakeConsumer())
 
 
 async def _no_body(message: Any) -> None:

@@ -18,7 +18,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
 
 from aiokafka import ConsumerRecord, TopicPartition
 from pydantic import ValidationError
@@ -30,7 +30,7 @@ from projector.fold import BatchFold, JobRef
 
 log = logging.getLogger("projector.batch")
 
-Record = ConsumerRecord[Any, Any]
+Record: TypeAlias = ConsumerRecord[Any, Any]
 Merge = Callable[[Mapping[JobRef, JobState]], Awaitable[list[int]]]
 
 
@@ -43,7 +43,9 @@ class OffsetControl(Protocol):
 
 
 class DeadLetterSink(Protocol):
-    async def send(self, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]) -> None: ...
+    async def send(
+        self, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> None: ...
 
 
 @dataclass
@@ -63,9 +65,10 @@ class Backoff:
     attempt: int = 0
 
     def next_delay(self) -> float:
-        delay = min(self.cap, self.base * 2**self.attempt)
+        delay = min(self.cap, self.base * 2.0**self.attempt)
         self.attempt += 1
-        return delay * random.uniform(0.5, 1.0)
+        jitter: float = random.uniform(0.5, 1.0)
+        return delay * jitter
 
     def reset(self) -> None:
         self.attempt = 0
@@ -131,7 +134,9 @@ class BatchProjector:
         outcome.jobs_changed = sum(1 for fields in changed if fields)
         return outcome
 
-    async def handle(self, records: Sequence[Record], consumer: OffsetControl) -> BatchOutcome | None:
+    async def handle(
+        self, records: Sequence[Record], consumer: OffsetControl
+    ) -> BatchOutcome | None:
         """Apply and commit one batch; on failure rewind it and back off. Never raises
         (except on cancellation, which abandons the batch uncommitted)."""
         if not records:

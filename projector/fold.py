@@ -11,9 +11,11 @@ commutative and idempotent, so delivery order and duplicates cannot change a pro
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from contracts.events import JobEvent, StorageArtifact, compact_json, rfc3339_utc
+from pydantic_core import to_json
+
+from contracts.events import JobEvent, rfc3339_utc
 from contracts.job_state import (
     STATUS_BY_KIND,
     SURFACING_KINDS,
@@ -37,16 +39,9 @@ def origin_key(seq: int, event_id: str) -> tuple[int, str]:
     return (-seq, event_id)
 
 
-def _artifact_dicts(artifacts: list[StorageArtifact]) -> list[dict[str, Any]]:
-    return [
-        {"bucket": a.bucket, "key": a.key, "kind": a.kind, "role": a.role, "metadata": a.metadata}
-        for a in artifacts
-    ]
-
-
 def head_of(event: JobEvent) -> Head:
-    manifest = _artifact_dicts(event.artifacts) if event.kind == "succeeded" else []
-    return Head(event.seq, event.event_id, STATUS_BY_KIND[event.kind], compact_json(manifest))
+    manifest = to_json(event.artifacts).decode() if event.kind == "succeeded" else "[]"
+    return Head(event.seq, event.event_id, STATUS_BY_KIND[event.kind], manifest)
 
 
 def origin_of(event: JobEvent) -> Origin:
@@ -59,15 +54,14 @@ def surfaces(event: JobEvent) -> bool:
 
 
 def public_of(event: JobEvent) -> Public:
-    stored = {
-        "seq": event.seq,
-        "kind": event.kind,
-        "message": event.message,
-        "artifacts": _artifact_dicts(event.artifacts),
-        "payload": event.payload,
-        "created_at": rfc3339_utc(event.occurred_at),
-    }
-    return Public(event.seq, event.event_id, compact_json(stored))
+    # Assembled from pieces serialised by pydantic-core: the hot path of the projector.
+    stored = (
+        f'{{"seq":{event.seq},"kind":"{event.kind}","message":{to_json(event.message).decode()},'
+        f'"artifacts":{to_json(event.artifacts).decode()},'
+        f'"payload":{to_json(event.payload).decode()},'
+        f'"created_at":"{rfc3339_utc(event.occurred_at)}"}}'
+    )
+    return Public(event.seq, event.event_id, stored)
 
 
 def state_of(event: JobEvent) -> JobState:
@@ -124,7 +118,9 @@ class _Winners:
     def state(self) -> JobState:
         public = self.public
         return JobState(
-            head_of(self.head), origin_of(self.origin), None if public is None else public_of(public)
+            head_of(self.head),
+            origin_of(self.origin),
+            None if public is None else public_of(public),
         )
 
 

@@ -15,8 +15,9 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.crc import key_slot
 
-from contracts.job_state import JobState, change_channel, job_key, merge_args
+from contracts.job_state import JobState, job_key, pack_delta
 from projector.fold import JobRef
 
 LIBRARY = "jobs_projection"
@@ -25,6 +26,8 @@ MERGE_FUNCTION = "job_merge_v1"
 # Tags compare as (seq, event_id). Seqs are at most 2^53-1, exact as Lua numbers; event ids
 # are compared byte by byte, not with Lua's `<` on strings, which follows the server's locale.
 MERGE_LIBRARY = f"""#!lua name={LIBRARY}
+local UNIT, GROUP = '\\31', '\\30'
+
 local function id_greater(a, b)
   if a == b then return false end
   for i = 1, math.min(#a, #b) do
@@ -34,9 +37,17 @@ local function id_greater(a, b)
   return #a > #b
 end
 
-local function wins(seq, id, cur_seq, cur_id, least_seq_wins)
-  if not cur_seq then return true end
-  cur_seq = tonumber(cur_seq)
+-- The (seq, event_id) tag at the start of a group value.
+local function tag(value)
+  local a = string.find(value, UNIT, 1, true)
+  local b = string.find(value, UNIT, a + 1, true)
+  return tonumber(string.sub(value, 1, a - 1)), string.sub(value, a + 1, b - 1)
+end
+
+local function wins(new, current, least_seq_wins)
+  if not current then return true end
+  local seq, id = tag(new)
+  local cur_seq, cur_id = tag(current)
   if seq ~= cur_seq then
     if least_seq_wins then return seq < cur_seq end
     return seq > cur_seq
@@ -44,38 +55,46 @@ local function wins(seq, id, cur_seq, cur_id, least_seq_wins)
   return id_greater(id, cur_id)
 end
 
--- KEYS[1] job hash; ARGV: channel, head (seq, id, status, manifest),
--- origin (seq, id, type, created_at), public (seq, id, event); '' seq = group absent.
-local function job_merge(keys, args)
-  local key = keys[1]
-  local cur = redis.call('HMGET', key, 'hs', 'he', 'os', 'oe', 'ps', 'pe')
+-- One job: its hash key and packed delta (head GROUP origin GROUP public);
+-- returns the number of groups written.
+local function merge_one(key, delta)
+  local a = string.find(delta, GROUP, 1, true)
+  local b = string.find(delta, GROUP, a + 1, true)
+  local head, origin, public = string.sub(delta, 1, a - 1),
+    string.sub(delta, a + 1, b - 1), string.sub(delta, b + 1)
+  local cur = redis.call('HMGET', key, 'h', 'o', 'p')
   local set = {{}}
   local announce = false
-  local public_seq = cur[5]
-  if args[2] ~= '' and wins(tonumber(args[2]), args[3], cur[1], cur[2], false) then
-    table.insert(set, 'hs') table.insert(set, args[2])
-    table.insert(set, 'he') table.insert(set, args[3])
-    table.insert(set, 'st') table.insert(set, args[4])
-    table.insert(set, 'mf') table.insert(set, args[5])
+  local public_now = cur[3]
+  if head ~= '' and wins(head, cur[1], false) then
+    set[#set + 1] = 'h'; set[#set + 1] = head
     announce = true
   end
-  if args[6] ~= '' and wins(tonumber(args[6]), args[7], cur[3], cur[4], true) then
-    table.insert(set, 'os') table.insert(set, args[6])
-    table.insert(set, 'oe') table.insert(set, args[7])
-    table.insert(set, 'ty') table.insert(set, args[8])
-    table.insert(set, 'ca') table.insert(set, args[9])
+  if origin ~= '' and wins(origin, cur[2], true) then
+    set[#set + 1] = 'o'; set[#set + 1] = origin
   end
-  if args[10] ~= '' and wins(tonumber(args[10]), args[11], cur[5], cur[6], false) then
-    table.insert(set, 'ps') table.insert(set, args[10])
-    table.insert(set, 'pe') table.insert(set, args[11])
-    table.insert(set, 'le') table.insert(set, args[12])
+  if public ~= '' and wins(public, cur[3], false) then
+    set[#set + 1] = 'p'; set[#set + 1] = public
     announce = true
-    public_seq = args[10]
+    public_now = public
   end
   if #set == 0 then return 0 end
   redis.call('HSET', key, unpack(set))
-  if announce then redis.call('SPUBLISH', args[1], public_seq or '0') end
+  if announce then
+    local public_seq = public_now and tag(public_now) or 0
+    -- job:<v>:{{t:j}} -> changed:<v>:{{t:j}}: same hash tag, same slot
+    redis.call('SPUBLISH', 'changed' .. string.sub(key, 4), public_seq)
+  end
   return #set / 2
+end
+
+-- KEYS: job hashes; ARGV: their packed deltas, in the same order.
+local function job_merge(keys, args)
+  local written = {{}}
+  for i = 1, #keys do
+    written[i] = merge_one(keys[i], args[i])
+  end
+  return written
 end
 
 redis.register_function('{MERGE_FUNCTION}', job_merge)
@@ -91,7 +110,12 @@ async def load_merge_function(redis: AnyRedis) -> None:
             "FUNCTION", "LOAD", "REPLACE", MERGE_LIBRARY, target_nodes=RedisCluster.PRIMARIES
         )
     else:
-        await redis.execute_command("FUNCTION", "LOAD", "REPLACE", MERGE_LIBRARY)
+        await redis.function_load(MERGE_LIBRARY, replace=True)
+
+
+# Jobs per FCALL: large enough to amortise the client's per-command cost, small enough that
+# one call does not hold the server for long (Redis runs one script at a time).
+JOBS_PER_CALL = 256
 
 
 class ProjectionStore:
@@ -100,22 +124,38 @@ class ProjectionStore:
     def __init__(self, redis: AnyRedis, version: str) -> None:
         self.redis = redis
         self.version = version
+        self._cluster = isinstance(redis, RedisCluster)
 
     async def merge(self, deltas: Mapping[JobRef, JobState]) -> list[int]:
-        """Merge every delta in one pipelined round trip; returns fields written per job.
+        """Merge every delta, all calls in one pipelined round trip; returns the number of
+        groups written per job (0: nothing changed, e.g. a redelivery).
 
         Raises the client's error when any merge failed: the caller must then not commit.
         """
         if not deltas:
             return []
         version = self.version
+        keys = [job_key(version, tenant, job) for tenant, job in deltas]
+        packed = [pack_delta(state) for state in deltas.values()]
         pipe: Any = self.redis.pipeline(transaction=False)
-        for (tenant_id, job_id), state in deltas.items():
-            key = job_key(version, tenant_id, job_id)
-            channel = change_channel(version, tenant_id, job_id)
-            pipe.fcall(MERGE_FUNCTION, 1, key, channel, *merge_args(state))
-        results: list[int] = await pipe.execute(raise_on_error=True)
-        return results
+        for chunk_keys, chunk_deltas in self._calls(keys, packed):
+            pipe.fcall(MERGE_FUNCTION, len(chunk_keys), *chunk_keys, *chunk_deltas)
+        results: list[list[int]] = await pipe.execute(raise_on_error=True)
+        return [written for call in results for written in call]
+
+    def _calls(self, keys: list[str], packed: list[str]) -> list[tuple[list[str], list[str]]]:
+        if not self._cluster:
+            return [
+                (keys[i : i + JOBS_PER_CALL], packed[i : i + JOBS_PER_CALL])
+                for i in range(0, len(keys), JOBS_PER_CALL)
+            ]
+        # On a cluster, the keys of one call must share a slot.
+        by_slot: dict[int, tuple[list[str], list[str]]] = {}
+        for key, delta in zip(keys, packed, strict=True):
+            group = by_slot.setdefault(key_slot(key.encode()), ([], []))
+            group[0].append(key)
+            group[1].append(delta)
+        return list(by_slot.values())
 
     async def read(self, tenant_id: str, job_id: str) -> dict[str, str]:
         raw: dict[Any, Any] = await self.redis.hgetall(job_key(self.version, tenant_id, job_id))

@@ -78,10 +78,8 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Iterator[None]:
-    report: pytest.TestReport = yield
-    if report.failed and _running:
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    report = yield
+    if isinstance(report, pytest.TestReport) and report.failed and _running:
         report.sections.append(("real parts: log tails", _running[0].logs()))
-    return report  # type: ignore[return-value]
+    return report

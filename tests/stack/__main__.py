@@ -45,8 +45,13 @@ def demo_events() -> list[JobEvent]:
             artifacts = []
             if kind == "succeeded":
                 artifacts = [
-                    {"bucket": BUCKET, "key": f"{job_id}/look {i}.png", "kind": "on_model_render",
-                     "role": "final", "metadata": {"width": 2048, "height": 3072}}
+                    {
+                        "bucket": BUCKET,
+                        "key": f"{job_id}/look {i}.png",
+                        "kind": "on_model_render",
+                        "role": "final",
+                        "metadata": {"width": 2048, "height": 3072},
+                    }
                     for i in (1, 2)
                 ]
             raw = {
@@ -115,7 +120,8 @@ def main() -> None:
         asyncio.run(publish_demo(stack))
         print(
             f"\nlocal stack up (logs in {workdir}):\n"
-            f"  kafka {stack.kafka_bootstrap}   redis {stack.redis_url}   s3 {stack.s3_endpoint_url}\n"
+            f"  kafka {stack.kafka_bootstrap}   redis {stack.redis_url}\n"
+            f"  s3    {stack.s3_endpoint_url}\n"
             f"  api   http://127.0.0.1:{port}\n\n"
             f"curl -s -H 'Authorization: Bearer {dev_token()}' "
             f"http://127.0.0.1:{port}/v1/jobs/01JDQ8Z3M4W8K2V7T6R5N4P3Q2\n\n"

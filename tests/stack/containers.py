@@ -18,7 +18,7 @@ def docker_answers() -> bool:
     if not os.environ.get("DOCKER_HOST") and not os.path.exists("/var/run/docker.sock"):
         return False
     try:
-        import docker
+        import docker  # type: ignore[import-untyped]
 
         client: Any = docker.from_env(timeout=2)
     except Exception:  # no engine, no socket, no permission: all mean "not here"

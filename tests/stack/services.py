@@ -34,9 +34,7 @@ def start_projector(env: dict[str, str], workdir: Path, name: str = "projector")
 
 def start_api(env: dict[str, str], workdir: Path, port: int | None = None) -> LocalProcess:
     port = port or free_port()
-    api = _start(
-        "api", [sys.executable, "-m", "api"], {**env, "API_PORT": str(port)}, workdir
-    )
+    api = _start("api", [sys.executable, "-m", "api"], {**env, "API_PORT": str(port)}, workdir)
     api.port = port
     try:
         wait_for_port(port, api.process, "api", timeout=30)

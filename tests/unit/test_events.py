@@ -387,10 +387,19 @@ def test_accepts_rfc3339_timestamp_with_offset(field: str, value: str, instant: 
 
 
 @pytest.mark.parametrize("field", TIMESTAMP_FIELDS)
-def test_keeps_the_offset_of_a_timestamp(field: str) -> None:
+def test_converts_a_timestamp_with_an_offset_to_the_same_instant_in_utc(field: str) -> None:
     parsed = getattr(parse(valid_envelope(**{field: "2026-11-29T14:00:00+02:00"})), field)
 
-    assert parsed.utcoffset() == timedelta(hours=2)
+    assert parsed.utcoffset() == timedelta(0)
+    assert parsed == datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("field", TIMESTAMP_FIELDS)
+@pytest.mark.parametrize("value", ["0001-01-01T00:30:00+01:00", "9999-12-31T23:30:00-01:00"])
+def test_rejects_a_timestamp_outside_the_utc_range(field: str, value: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        parse(valid_envelope(**{field: value}))
+    assert caught.value.errors()[0]["loc"] == (field,)
 
 
 @pytest.mark.parametrize("field", TIMESTAMP_FIELDS)

@@ -1,0 +1,162 @@
+"""Projector throughput against its ceiling and its baseline, on one broker, in one run.
+
+- raw: aiokafka `getmany` over the topic, no processing (the ceiling);
+- naive: a per-message FastStream handler validating each event and writing it to Redis
+  with one command (what a careful team writes first);
+- ours: `python -m projector run`, measured by its committed offsets.
+
+Each is timed over its steady window: from its first event, excluding start-up and the
+group join. `python -m bench.projector [--events N --jobs J]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from faststream.kafka import KafkaBroker
+from redis.asyncio import Redis
+
+from bench.common import lifecycle_records, produce_fast, write_result
+from contracts.events import JobEvent
+from tests.integration.support import committed_offsets
+from tests.stack import create_topics, start_stack
+from tests.stack.services import start_projector
+
+PARTITIONS = 4
+
+
+async def measure_raw(bootstrap: str, topic: str, total: int) -> float:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=4 << 20
+    )
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        seen, in_window, first = 0, 0, 0.0
+        while seen < total:
+            batch = await consumer.getmany(timeout_ms=500, max_records=5000)
+            count = sum(len(records) for records in batch.values())
+            seen += count
+            if count and not first:
+                first = time.perf_counter()  # the window starts after the first fetch
+            elif first:
+                in_window += count
+        return in_window / (time.perf_counter() - first)
+    finally:
+        await consumer.stop()
+
+
+async def measure_naive(bootstrap: str, topic: str, redis_url: str, window: float) -> float:
+    """A per-message handler: validate, then one HSET per event. Timed over `window` s."""
+    redis = Redis.from_url(redis_url)
+    broker = KafkaBroker(bootstrap, log_level=30)
+    stamps: list[float] = []
+
+    @broker.subscriber(topic, group_id=f"naive-{time.time_ns()}", auto_offset_reset="earliest")
+    async def handle(event: JobEvent) -> None:
+        await redis.hset(
+            f"naive:{{{event.tenant_id}:{event.job_id}}}",
+            mapping={"status": event.kind, "seq": event.seq, "last": event.model_dump_json()},
+        )
+        stamps.append(time.perf_counter())
+
+    await broker.start()
+    try:
+        while not stamps:
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(window)
+        start, end = stamps[0], stamps[-1]
+        return (len(stamps) - 1) / (end - start)
+    finally:
+        await broker.stop()
+        await redis.aclose()
+
+
+async def measure_ours(
+    env: dict[str, str], workdir: Path, bootstrap: str, topic: str, total: int, group: str
+) -> float:
+    projector = start_projector(env, workdir, "projector-bench")
+    try:
+        progress: list[tuple[float, int]] = []
+        while True:
+            done = sum((await committed_offsets(bootstrap, topic, group)).values())
+            progress.append((time.perf_counter(), done))
+            if done >= total:
+                break
+            if projector.process.poll() is not None:
+                raise RuntimeError(projector.log_tail())
+            await asyncio.sleep(0.1)
+        started = next(i for i, (_, n) in enumerate(progress) if n > 0)
+        (t0, n0), (t1, n1) = progress[started], progress[-1]
+        return (n1 - n0) / (t1 - t0)
+    finally:
+        projector.stop()
+
+
+async def run(events: int, jobs: int, naive_window: float) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix="bench-projector-"))
+    stack = start_stack(workdir)
+    try:
+        topic = "bench.events"
+        await create_topics(stack.kafka_bootstrap, {topic: PARTITIONS, f"{topic}.dlq": 1})
+        records = lifecycle_records(jobs, events // jobs)
+        started = time.perf_counter()
+        await produce_fast(stack.kafka_bootstrap, topic, records, PARTITIONS)
+        print(
+            f"produced {len(records)} events over {jobs} jobs in "
+            f"{time.perf_counter() - started:.1f} s",
+            flush=True,
+        )
+
+        raw = await measure_raw(stack.kafka_bootstrap, topic, len(records))
+        print(f"raw aiokafka: {raw:,.0f} events/s", flush=True)
+        naive = await measure_naive(stack.kafka_bootstrap, topic, stack.redis_url, naive_window)
+        print(f"naive per-message FastStream: {naive:,.0f} events/s", flush=True)
+        env = stack.env() | {"KAFKA_TOPIC": topic, "PROJECTION_VERSION": "bench"}
+        ours = await measure_ours(
+            env, workdir, stack.kafka_bootstrap, topic, len(records), "jobs-projector.bench"
+        )
+        print(f"projector: {ours:,.0f} events/s", flush=True)
+        redis = Redis.from_url(stack.redis_url)
+        stored = sum([1 async for _ in redis.scan_iter(match="job:bench:*", count=5000)])
+        await redis.aclose()
+        assert stored == jobs, f"the projector stored {stored} jobs, expected {jobs}"
+        return {
+            "events": len(records),
+            "jobs": jobs,
+            "raw_events_per_s": raw,
+            "naive_events_per_s": naive,
+            "projector_events_per_s": ours,
+            "projector_vs_raw": ours / raw,
+            "projector_vs_naive": ours / naive,
+        }
+    finally:
+        stack.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--jobs", type=int, default=20_000)
+    parser.add_argument("--naive-window", type=float, default=10.0)
+    args = parser.parse_args()
+    result = asyncio.run(run(args.events, args.jobs, args.naive_window))
+    print(json.dumps(result, indent=2))
+    print(
+        f"projector = {result['projector_vs_raw']:.0%} of raw, "
+        f"{result['projector_vs_naive']:.1f}x naive"
+    )
+    print(f"wrote {write_result('projector', result)}")
+
+
+if __name__ == "__main__":
+    main()
