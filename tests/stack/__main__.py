@@ -103,6 +103,10 @@ def main() -> None:
         if stopping:
             return
         stopping = True
+        # A terminal's Ctrl-C can arrive twice (from the terminal and forwarded by `uv run`):
+        # finish stopping regardless.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         print("\nstopping ...", flush=True)
         for process in reversed(ours):
             process.stop()
@@ -110,6 +114,9 @@ def main() -> None:
         shutil.rmtree(workdir, ignore_errors=True)
         print("stopped.", flush=True)
 
+    # Ctrl-C and SIGTERM both end the loop below and run `stop()`; SIGINT is set explicitly
+    # because a shell without job control starts background commands with it ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         asyncio.run(prepare(stack))
