@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import uvicorn
 
+from api.presign import Presigner
 from api.settings import ApiSettings
-from contracts.settings import load_or_exit
+from contracts.settings import config_error, load_or_exit
 
 
 def main() -> None:
     settings = load_or_exit(ApiSettings)
+    try:  # the same check the app makes, here as one line instead of a traceback
+        Presigner.from_boto3(None, settings.aws_region, settings.s3_endpoint_url)
+    except ValueError as exc:
+        config_error(f"S3_ENDPOINT_URL / AWS_* (presigning): {exc}")
     uvicorn.run(
         "api.app:create_app",
         factory=True,

@@ -55,6 +55,15 @@ def _check_version(version: str) -> str:
     return version
 
 
+def redact(url: str) -> str:
+    """A URL without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
 def config_error(message: str) -> NoReturn:
     print(f"configuration error: {message}", file=sys.stderr)
     raise SystemExit(2)
@@ -68,5 +77,6 @@ def load_or_exit(factory: Callable[[], T]) -> T:
         lines = []
         for error in exc.errors():
             name = ".".join(str(part) for part in error["loc"]).upper()
-            lines.append(f"{name}: {error['msg'].removeprefix('Value error, ')}")
+            message = error["msg"].removeprefix("Value error, ")
+            lines.append(f"{name}: {message}" if name else message)
         config_error("; ".join(lines))

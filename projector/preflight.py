@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from aiokafka import AIOKafkaClient
 from redis.asyncio import Redis
 
-from contracts.settings import config_error
+from contracts.settings import config_error, redact
 
 TIMEOUT_SECONDS = 10.0
 
 
 async def kafka_answers(bootstrap: str, timeout: float = TIMEOUT_SECONDS) -> bool:
     client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
+    quiet = logging.getLogger("aiokafka")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)  # our one line says it; aiokafka's retries need not
     try:
         await asyncio.wait_for(client.bootstrap(), timeout)
     except Exception:
         return False
     finally:
         await client.close()
+        quiet.setLevel(level)
     return True
 
 
@@ -41,4 +46,4 @@ async def check_or_exit(bootstrap: str | None, redis_url: str | None) -> None:
             f"within {TIMEOUT_SECONDS:.0f} s"
         )
     if redis_url is not None and (error := await redis_error(redis_url)):
-        config_error(f"REDIS_URL={redis_url}: Redis did not answer ({error})")
+        config_error(f"REDIS_URL={redact(redis_url)}: Redis did not answer ({error})")
