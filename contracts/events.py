@@ -8,21 +8,21 @@ Every rule of the contract is enforced here and nowhere else. The model is stric
 from __future__ import annotations
 
 import json
-import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
-    AwareDatetime,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
     StringConstraints,
     WithJsonSchema,
 )
-from pydantic_core import PydanticSerializationError, to_json
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import PydanticSerializationError, core_schema, to_json
 
 MAX_SEQ = 2**53 - 1
 MAX_PAYLOAD_BYTES = 16 * 1024
@@ -45,31 +45,48 @@ ArtifactRole = Literal["intermediate", "final"]
 
 Ulid = Annotated[str, StringConstraints(pattern=ULID_PATTERN, to_upper=True)]
 
-# RFC 3339 date-time: pydantic alone also takes unix seconds in a string, a missing seconds
-# field, `+0200` and `,5`; the contract does not.
-_RFC3339 = re.compile(
-    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})", re.ASCII
+# RFC 3339 date-time with an offset. Pydantic's own datetime parsing also takes unix seconds
+# in a string, a missing seconds field, `+0200` and `,5`; the contract does not. Years are
+# 0002-9998 so that every accepted instant also exists in UTC. Checked in pydantic-core (a
+# pattern, then the datetime), without a Python call: this runs for every event.
+RFC3339_PATTERN = (
+    r"^(?:000[2-9]|00[1-9]\d|0[1-9]\d\d|[1-8]\d{3}|9[0-8]\d\d|99[0-8]\d)"
+    r"-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
 )
 
 
-def _rfc3339_text(value: Any) -> Any:
-    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
-        raise ValueError("must be an RFC 3339 date-time with an offset, e.g. 2026-11-29T12:00:00Z")
-    return value
+class _Rfc3339:
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        text = core_schema.custom_error_schema(
+            core_schema.str_schema(pattern=RFC3339_PATTERN),
+            custom_error_type="rfc3339",
+            custom_error_message=(
+                "must be an RFC 3339 date-time with an offset, e.g. 2026-11-29T12:00:00Z"
+            ),
+        )
+        from_text = core_schema.chain_schema(
+            [text, core_schema.datetime_schema(tz_constraint="aware", strict=False)]
+        )
+        return core_schema.json_or_python_schema(
+            json_schema=from_text,
+            # In Python, an aware datetime as well (the publisher's callers have those).
+            python_schema=core_schema.union_schema(
+                [core_schema.datetime_schema(tz_constraint="aware"), from_text],
+                mode="left_to_right",
+            ),
+        )
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return {"type": "string", "format": "date-time", "pattern": RFC3339_PATTERN}
 
 
-def _in_utc(value: datetime) -> datetime:
-    try:
-        return value.astimezone(UTC)
-    except OverflowError:  # e.g. 0001-01-01T00:30:00+01:00 is before year 1 in UTC
-        raise ValueError("is out of range once converted to UTC") from None
-
-
-# Lax inside: after the text check, the inner validator parses the text (strict would
-# refuse any str once a Python validator has run). Stored in UTC: what readers get.
-Rfc3339 = Annotated[
-    AwareDatetime, Field(strict=False), BeforeValidator(_rfc3339_text), AfterValidator(_in_utc)
-]
+Rfc3339 = Annotated[datetime, _Rfc3339]
 
 
 def _schema_version_1(value: int) -> int:
@@ -158,8 +175,10 @@ class JobEvent(BaseModel):
 
 def rfc3339_utc(moment: datetime) -> str:
     """UTC, ending in `Z`; a fraction of a second only when there is one (CONTRACT §3)."""
-    m = moment if moment.tzinfo is UTC else moment.astimezone(UTC)
-    text = m.isoformat()[:-6]  # without "+00:00"; isoformat is C and pads the year
-    if m.microsecond:
+    text = moment.isoformat()  # C; pads the year; ends with the offset, "+00:00" in UTC
+    if not text.endswith("+00:00"):
+        text = moment.astimezone(UTC).isoformat()
+    text = text[:-6]
+    if moment.microsecond:
         text = text.rstrip("0")
     return text + "Z"

@@ -94,6 +94,8 @@ def create_app(settings: ProjectorSettings) -> FastStream:
             )
             yield
         finally:
+            if late.projector is not None:
+                await late.projector.close()
             await producer.stop()
             await redis.aclose()
 

@@ -14,6 +14,7 @@ The failure policy lives here (STYLE rule 4):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -102,47 +103,89 @@ def next_offsets(records: Sequence[Record]) -> dict[TopicPartition, int]:
     return after
 
 
+@dataclass
+class PreparedBatch:
+    """A batch after the CPU work: its dead letters and its per-job deltas."""
+
+    records: Sequence[Record]
+    dead: list[tuple[Record, str]]
+    deltas: dict[JobRef, JobState]
+
+
+def prepare(records: Sequence[Record]) -> PreparedBatch:
+    """Validate every record once and fold the valid ones per job. Pure: never fails."""
+    fold = BatchFold()
+    dead: list[tuple[Record, str]] = []
+    for record in records:
+        event = validate(record)
+        if isinstance(event, str):
+            dead.append((record, event))
+        else:
+            fold.add(event)
+    return PreparedBatch(records, dead, fold.deltas())
+
+
 class BatchProjector:
+    """Writes and commits batches, one write in flight while the next batch is prepared.
+
+    Batch N+1 is validated and folded while batch N's dead letters and merges travel; N+1's
+    writes start only once N is committed, so commits stay in order. When N fails, it has
+    rewound its partitions; N+1 (fetched after it) is dropped and rewound too.
+    """
+
     def __init__(self, merge: Merge, dead_letters: DeadLetterSink, backoff: Backoff) -> None:
         self._merge = merge
         self._dead_letters = dead_letters
         self._backoff = backoff
+        self._in_flight: asyncio.Task[bool] | None = None
+        self._in_flight_records: Sequence[Record] = ()
 
-    async def apply(self, records: Sequence[Record]) -> BatchOutcome:
-        """Dead-letter the poison, merge the rest. Raises on any I/O failure."""
-        fold = BatchFold()
-        outcome = BatchOutcome(events=len(records))
-        dead: list[Awaitable[None]] = []
-        for record in records:
-            event = validate(record)
-            if isinstance(event, str):
-                headers = dead_letter_headers(event, record.topic, record.partition, record.offset)
-                dead.append(self._dead_letters.send(record.key, record.value, headers))
-                log.warning(
-                    "dead-lettered partition=%s offset=%s: %s",
-                    record.partition,
-                    record.offset,
-                    event,
-                )
-            else:
-                fold.add(event)
-        if dead:
-            await asyncio.gather(*dead)
-            outcome.dead_lettered = len(dead)
-        changed = await self._merge(fold.deltas())
+    async def apply(self, batch: PreparedBatch) -> BatchOutcome:
+        """Dead-letter the poison, then merge the rest. Raises on any I/O failure."""
+        outcome = BatchOutcome(events=len(batch.records), dead_lettered=len(batch.dead))
+        if batch.dead:
+            await asyncio.gather(*(self._dead_letter(r, reason) for r, reason in batch.dead))
+        changed = await self._merge(batch.deltas)
         outcome.jobs = len(changed)
-        outcome.jobs_changed = sum(1 for fields in changed if fields)
+        outcome.jobs_changed = sum(1 for groups in changed if groups)
         return outcome
 
-    async def handle(
-        self, records: Sequence[Record], consumer: OffsetControl
-    ) -> BatchOutcome | None:
-        """Apply and commit one batch; on failure rewind it and back off. Never raises
-        (except on cancellation, which abandons the batch uncommitted)."""
+    async def _dead_letter(self, record: Record, reason: str) -> None:
+        log.warning(
+            "dead-lettered partition=%s offset=%s: %s", record.partition, record.offset, reason
+        )
+        headers = dead_letter_headers(reason, record.topic, record.partition, record.offset)
+        await self._dead_letters.send(record.key, record.value, headers)
+
+    async def handle(self, records: Sequence[Record], consumer: OffsetControl) -> None:
+        """Prepare a batch, wait for the previous one to be committed, and start writing
+        this one. Never raises (cancellation abandons the batches in flight uncommitted)."""
         if not records:
-            return None
+            return
+        batch = prepare(records)
+        if not await self.settle():
+            rewind(consumer, [*self._in_flight_records, *records])
+            return
+        self._in_flight_records = records
+        self._in_flight = asyncio.create_task(self._write_and_commit(batch, consumer))
+
+    async def settle(self) -> bool:
+        """Wait for the batch in flight; False when it failed (and was rewound)."""
+        in_flight, self._in_flight = self._in_flight, None
+        return True if in_flight is None else await in_flight
+
+    async def close(self) -> None:
+        """Abandon the batch in flight, if any: it is not committed, so it comes again."""
+        if self._in_flight is not None:
+            self._in_flight.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._in_flight
+            self._in_flight = None
+
+    async def _write_and_commit(self, batch: PreparedBatch, consumer: OffsetControl) -> bool:
+        records = batch.records
         try:
-            outcome = await self.apply(records)
+            await self.apply(batch)
             await consumer.commit(next_offsets(records))
         except Exception as error:
             delay = self._backoff.next_delay()
@@ -154,9 +197,9 @@ class BatchProjector:
             )
             rewind(consumer, records)
             await asyncio.sleep(delay)
-            return None
+            return False
         self._backoff.reset()
-        return outcome
+        return True
 
 
 def rewind(consumer: OffsetControl, records: Sequence[Record]) -> None:
