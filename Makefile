@@ -3,7 +3,7 @@ SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 export UV_FROZEN := 1
 
-.PHONY: help install lint typecheck test test-unit run bench-projector bench-read schema
+.PHONY: help install lint typecheck compose-check test test-unit run bench-projector bench-read schema
 
 help:
 	@echo "make run        local stack: broker, redis, s3, projector, api, demo jobs"
@@ -24,7 +24,13 @@ lint: install
 typecheck: install
 	$(UV) run mypy
 
-test: lint typecheck
+compose-check:
+	@command -v docker-compose >/dev/null 2>&1 || { \
+		echo "installing docker-compose (to validate docker-compose.yml)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null; }
+	docker-compose -f docker-compose.yml config -q
+
+test: lint typecheck compose-check
 	$(UV) run pytest
 
 test-unit: install
