@@ -11,13 +11,16 @@ from redis.asyncio import Redis
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.auth import TokenVerifier, Unauthenticated, jwt_config
 from api.dependencies import Services
-from api.errors import on_store_unavailable, on_unauthenticated
+from api.errors import authenticate_first, on_store_unavailable, on_unauthenticated
+from api.fast_path import FastJobReads
 from api.notifier import ChangeNotifier
 from api.presign import Presigner
 from api.reader import JobReader
+from api.render import BodyCache
 from api.routes import router
 from api.settings import ApiSettings
 
@@ -61,6 +64,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             notifier=notifier,
             presign_ttl_seconds=settings.presign_ttl_seconds,
             presign_bucket_seconds=settings.presign_bucket_seconds,
+            bodies=BodyCache(),
         )
         try:
             yield
@@ -73,10 +77,15 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         version="1.0.0",
         description="Where is my job? Reads job projections, presigning artifact URLs.",
         lifespan=lifespan,
+        # No 307 to a slash-less path: it would answer before authentication, with a
+        # Location built from the client's Host header.
+        redirect_slashes=False,
     )
     app.include_router(router)
+    app.add_middleware(FastJobReads)
     app.add_exception_handler(Unauthenticated, on_unauthenticated)
     app.add_exception_handler(RedisError, on_store_unavailable)
+    app.add_exception_handler(StarletteHTTPException, authenticate_first(verifier))
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:

@@ -12,6 +12,7 @@ from api.auth import TokenVerifier
 from api.notifier import ChangeNotifier
 from api.presign import Presigner
 from api.reader import JobReader
+from api.render import BodyCache
 
 # Declares the security scheme in OpenAPI; the header itself is checked by TokenVerifier,
 # because HTTPBearer's own 401/403 bodies are not the contract's.
@@ -26,9 +27,11 @@ class Services:
     notifier: ChangeNotifier
     presign_ttl_seconds: int
     presign_bucket_seconds: int
+    bodies: BodyCache
 
 
-def services(request: Request) -> Services:
+# Both async: a plain `def` dependency costs FastAPI a thread-pool hop per request.
+async def services(request: Request) -> Services:
     found: Services = request.app.state.services
     return found
 
@@ -36,7 +39,7 @@ def services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(services)]
 
 
-def tenant(request: Request, _scheme: Annotated[object, Security(bearer_scheme)]) -> str:
+async def tenant(request: Request, _scheme: Annotated[object, Security(bearer_scheme)]) -> str:
     found: Services = request.app.state.services
     return found.verifier.tenant_of(request.headers.get("authorization"))
 

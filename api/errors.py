@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from fastapi import Request
-from fastapi.responses import Response
+from collections.abc import Awaitable, Callable
 
-from api.auth import Unauthenticated
+from fastapi import Request
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from api.auth import TokenVerifier, Unauthenticated
 from contracts.http import ErrorBody, ErrorDetail
+
+ExceptionHandler = Callable[[Request, Exception], Awaitable[Response]]
+# Served without a token: probes and the API's own description.
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/redoc"})
 
 JSON = "application/json"
 RETRY_AFTER_SECONDS = "1"
@@ -45,3 +53,19 @@ async def on_unauthenticated(_request: Request, exc: Exception) -> Response:
 
 async def on_store_unavailable(_request: Request, _exc: Exception) -> Response:
     return unavailable()
+
+
+def authenticate_first(verifier: TokenVerifier) -> ExceptionHandler:
+    """Routing errors (no such path or method) answer 401 to a request without a valid token,
+    as every other path does (CONTRACT §3: authentication comes first)."""
+
+    async def handle(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        if request.url.path not in PUBLIC_PATHS:
+            try:
+                verifier.tenant_of(request.headers.get("authorization"))
+            except Unauthenticated as unauthenticated:
+                return await on_unauthenticated(request, unauthenticated)
+        return await http_exception_handler(request, exc)
+
+    return handle

@@ -289,6 +289,10 @@ class Presigner:
         region = region or session.region_name or "us-east-1"
         return cls(BotocoreCredentialSource(credentials), region, endpoint_url)
 
+    def credentials(self) -> SigningCredentials:
+        """The credentials URLs are signed with now: part of the key of any cache of URLs."""
+        return self._credentials.current()
+
     def presign_get(self, bucket: str, key: str, expires_in: int, signed_at: datetime) -> str:
         """A GET URL for `bucket`/`key`, dated `signed_at` (aware), valid `expires_in` seconds
         (clamped to 1..7 days and to the credentials' remaining lifetime)."""

@@ -8,7 +8,7 @@ serialises once. Nothing else of storage is copied into the body.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from contracts.job_state import F_HEAD, F_ORIGIN, F_PUBLIC, UNIT
@@ -21,6 +21,30 @@ _HEAD, _ORIGIN, _PUBLIC, _UNIT = (
     F_PUBLIC.encode(),
     UNIT.encode(),
 )
+
+
+class BodyCache:
+    """Rendered bodies keyed by everything a body depends on - the job's stored groups, the
+    presign time bucket and the signing credentials - so a hit is always the body a render
+    would give. Pollers re-read unchanged jobs; this spares them the JSON and the HMACs.
+    Bounded: the oldest entry goes first."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._bodies: dict[Hashable, bytes] = {}
+
+    def get(self, key: Hashable) -> bytes | None:
+        return self._bodies.get(key)
+
+    def put(self, key: Hashable, body: bytes) -> None:
+        bodies = self._bodies
+        if len(bodies) >= self._size:
+            del bodies[next(iter(bodies))]
+        bodies[key] = body
+
+
+def body_key(job_id: str, fields: dict[bytes, bytes], *context: Hashable) -> Hashable:
+    return (job_id, fields.get(_HEAD), fields.get(_ORIGIN), fields.get(_PUBLIC), *context)
 
 
 def is_complete(fields: dict[bytes, bytes]) -> bool:

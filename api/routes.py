@@ -14,7 +14,7 @@ from fastapi.responses import Response
 from api.dependencies import Services, ServicesDep, TenantDep
 from api.errors import JSON, not_found
 from api.reader import StoredJobFields
-from api.render import head_seq, is_complete, public_seq, render_job
+from api.render import body_key, head_seq, is_complete, public_seq, render_job
 from contracts.events import ULID_PATTERN
 from contracts.http import ErrorBody, JobResponse
 from contracts.job_state import change_channel
@@ -98,10 +98,10 @@ async def get_job(
         stored = await _wait_for_change(services, tenant_id, job_id, wait, after_seq)
     if not is_complete(stored.fields):
         return not_found()
-    return _job_response(services, job_id, stored, if_none_match)
+    return job_response(services, job_id, stored, if_none_match)
 
 
-def _job_response(
+def job_response(
     services: Services, job_id: str, stored: StoredJobFields, if_none_match: str | None
 ) -> Response:
     bucket_seconds = services.presign_bucket_seconds
@@ -112,14 +112,18 @@ def _job_response(
     headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
     if if_none_match and _matches(if_none_match, etag):
         return Response(status_code=304, headers=headers)
-    signed_at = datetime.fromtimestamp(bucket_start, UTC)
-    expires_in = services.presign_ttl_seconds + bucket_seconds
     presigner = services.presigner
+    cache_key = body_key(job_id, stored.fields, bucket_start, presigner.credentials())
+    body = services.bodies.get(cache_key)
+    if body is None:
+        signed_at = datetime.fromtimestamp(bucket_start, UTC)
+        expires_in = services.presign_ttl_seconds + bucket_seconds
 
-    def sign(bucket: str, key: str) -> str:
-        return presigner.presign_get(bucket, key, expires_in, signed_at)
+        def sign(bucket: str, key: str) -> str:
+            return presigner.presign_get(bucket, key, expires_in, signed_at)
 
-    body = render_job(job_id, stored.fields, sign)
+        body = render_job(job_id, stored.fields, sign)
+        services.bodies.put(cache_key, body)
     return Response(body, media_type=JSON, headers=headers)
 
 

@@ -450,3 +450,24 @@ async def test_openapi_documents_the_statuses_bodies_and_security(
     assert schema["components"]["securitySchemes"]
     assert operation["security"]
     assert "another tenant" in operation["description"]
+
+
+async def test_an_unknown_path_answers_401_without_a_token_and_404_with_one(
+    client: httpx.AsyncClient,
+) -> None:
+    for path in ("/v1/nothing-here", f"/v1/jobs/{DONE}/", "/admin"):
+        anonymous = await client.get(path)
+        assert anonymous.status_code == 401, path
+        assert anonymous.json()["detail"]["code"] == "UNAUTHENTICATED"
+        assert (await client.get(path, headers=bearer(token()))).status_code == 404, path
+    assert (await client.get("/openapi.json")).status_code == 200
+
+
+async def test_the_fast_path_and_the_route_answer_the_same_bytes(client: httpx.AsyncClient) -> None:
+    # Without a query string the fast path answers; any query goes through FastAPI's route.
+    for job in (DONE, RUNNING, FRESH, "01JDQ8Z3M4W8K2V7T6R5N4P3ZZ", GLOBEX_JOB):
+        fast = await client.get(f"/v1/jobs/{job}", headers=bearer(token()))
+        routed = await client.get(f"/v1/jobs/{job}?after_seq=0", headers=bearer(token()))
+        if fast.headers.get("etag") == routed.headers.get("etag"):
+            assert (fast.status_code, fast.content) == (routed.status_code, routed.content), job
+            assert fast.headers.get("cache-control") == routed.headers.get("cache-control")

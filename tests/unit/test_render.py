@@ -1,0 +1,62 @@
+"""Rendering a stored job into the response body, and the cache of rendered bodies."""
+
+from __future__ import annotations
+
+import json
+
+from api.render import BodyCache, body_key, head_seq, is_complete, public_seq, render_job
+from contracts.job_state import encode_state
+from projector.fold import fold
+from tests.integration.support import event
+
+
+def stored(*events_: object) -> dict[bytes, bytes]:
+    state = fold(events_)  # type: ignore[arg-type]
+    return {k.encode(): v.encode() for k, v in encode_state(state).items()}
+
+
+ART = {"bucket": "renders", "key": "a/b c.png", "kind": "on_model_render", "role": "final"}
+
+
+def sign(bucket: str, key: str) -> str:
+    return f"https://signed/{bucket}/{key}"
+
+
+def test_a_rendered_job_carries_urls_and_no_storage_reference() -> None:
+    fields = stored(event(seq=1), event(seq=2, kind="succeeded", artifacts=[ART]))
+    body = json.loads(render_job("01JDQ8Z3M4W8K2V7T6R5N4P3Q2", fields, sign))
+    assert body["manifest"] == [
+        {
+            "image_url": "https://signed/renders/a/b c.png",
+            "kind": "on_model_render",
+            "role": "final",
+            "metadata": {},
+        }
+    ]
+    assert body["latest_event"]["artifacts"] == body["manifest"]
+    assert "bucket" not in json.dumps(body)
+    assert '"key"' not in json.dumps(body)
+    assert (head_seq(fields), public_seq(fields)) == (2, 2)
+
+
+def test_a_job_without_its_head_is_not_complete() -> None:
+    assert not is_complete({})
+    assert is_complete(stored(event(seq=1)))
+    assert public_seq(stored(event(seq=1))) == 0
+
+
+def test_the_body_cache_key_changes_with_the_job_the_time_bucket_and_the_credentials() -> None:
+    before = stored(event(seq=1))
+    after = stored(event(seq=1), event(seq=2, kind="queued"))
+    assert body_key("J", before, 60, "key-a") != body_key("J", after, 60, "key-a")
+    assert body_key("J", before, 60, "key-a") != body_key("J", before, 120, "key-a")
+    assert body_key("J", before, 60, "key-a") != body_key("J", before, 60, "key-b")
+    assert body_key("J", before, 60, "key-a") == body_key("J", dict(before), 60, "key-a")
+
+
+def test_the_body_cache_is_bounded_and_drops_the_oldest_entry() -> None:
+    cache = BodyCache(size=2)
+    cache.put("a", b"1")
+    cache.put("b", b"2")
+    cache.put("c", b"3")
+    assert (cache.get("a"), cache.get("b"), cache.get("c")) == (None, b"2", b"3")
