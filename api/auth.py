@@ -59,6 +59,8 @@ def jwt_config(
     if isinstance(key, rsa.RSAPublicKey):
         return JwtConfig(key, ("RS256",), audience, issuer, tenant_claim)
     if isinstance(key, ec.EllipticCurvePublicKey):
+        if not isinstance(key.curve, ec.SECP256R1):
+            raise ValueError("JWT_PUBLIC_KEY: an EC key must be on P-256 (ES256)")
         return JwtConfig(key, ("ES256",), audience, issuer, tenant_claim)
     raise ValueError("JWT_PUBLIC_KEY must be an RSA or EC public key in PEM")
 

@@ -48,17 +48,17 @@ class ChangeNotifier:
         (the subscription is confirmed by the server first, so a read made after entering
         cannot miss a change)."""
         changed = asyncio.Event()
-        async with self._lock:
-            waiters = self._waiters.setdefault(channel, set())
-            waiters.add(changed)
-            if len(waiters) == 1:
-                confirmed = self._confirmed[channel] = asyncio.Event()
-                await self._pubsub.ssubscribe(channel)
-            else:
-                confirmed = self._confirmed.get(channel) or asyncio.Event()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(confirmed.wait(), SUBSCRIBE_CONFIRM_SECONDS)
-        try:
+        try:  # from the first line: a failed subscribe must not leave a waiter behind
+            async with self._lock:
+                waiters = self._waiters.setdefault(channel, set())
+                waiters.add(changed)
+                if len(waiters) == 1:
+                    confirmed = self._confirmed[channel] = asyncio.Event()
+                    await self._pubsub.ssubscribe(channel)
+                else:
+                    confirmed = self._confirmed.get(channel) or asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(confirmed.wait(), SUBSCRIBE_CONFIRM_SECONDS)
             yield changed
         finally:
             async with self._lock:

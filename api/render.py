@@ -8,6 +8,7 @@ serialises once. Nothing else of storage is copied into the body.
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -45,6 +46,15 @@ class BodyCache:
 
 def body_key(job_id: str, fields: dict[bytes, bytes], *context: Hashable) -> Hashable:
     return (job_id, fields.get(_HEAD), fields.get(_ORIGIN), fields.get(_PUBLIC), *context)
+
+
+def fields_digest(fields: dict[bytes, bytes]) -> int:
+    """A checksum of the stored groups: with the seqs in the ETag, it also tells apart a
+    job whose group was replaced at the same seq (a greater event_id) or whose origin moved."""
+    return zlib.crc32(
+        fields.get(_PUBLIC, b""),
+        zlib.crc32(fields.get(_ORIGIN, b""), zlib.crc32(fields.get(_HEAD, b""))),
+    )
 
 
 def is_complete(fields: dict[bytes, bytes]) -> bool:

@@ -14,7 +14,7 @@ from fastapi.responses import Response
 from api.dependencies import Services, ServicesDep, TenantDep
 from api.errors import JSON, not_found
 from api.reader import StoredJobFields
-from api.render import body_key, head_seq, is_complete, public_seq, render_job
+from api.render import body_key, fields_digest, head_seq, is_complete, public_seq, render_job
 from contracts.events import ULID_PATTERN
 from contracts.http import ErrorBody, JobResponse
 from contracts.job_state import change_channel
@@ -106,9 +106,9 @@ def job_response(
 ) -> Response:
     bucket_seconds = services.presign_bucket_seconds
     bucket_start = int(time.time()) // bucket_seconds * bucket_seconds
-    etag = (
-        f'"{stored.version}.{head_seq(stored.fields)}.{public_seq(stored.fields)}.{bucket_start}"'
-    )
+    fields = stored.fields
+    seqs = f"{head_seq(fields)}.{public_seq(fields)}"
+    etag = f'"{stored.version}.{seqs}.{bucket_start}.{fields_digest(fields):08x}"'
     headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
     if if_none_match and _matches(if_none_match, etag):
         return Response(status_code=304, headers=headers)

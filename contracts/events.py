@@ -50,7 +50,7 @@ Ulid = Annotated[str, StringConstraints(pattern=ULID_PATTERN, to_upper=True)]
 # 0002-9998 so that every accepted instant also exists in UTC. Checked in pydantic-core (a
 # pattern, then the datetime), without a Python call: this runs for every event.
 RFC3339_PATTERN = (
-    r"^(?:000[2-9]|00[1-9]\d|0[1-9]\d\d|[1-8]\d{3}|9[0-8]\d\d|99[0-8]\d)"
+    r"^(?:000[2-9]|00[1-9]\d|0[1-9]\d\d|[1-8]\d{3}|9[0-8]\d\d|99[0-8]\d|999[0-8])"
     r"-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
 )
 
@@ -112,7 +112,9 @@ def _json_object_within(limit: int, name: str) -> AfterValidator:
             try:
                 json.dumps(value, allow_nan=False)
             except ValueError:
-                raise ValueError(f"{name} must be plain JSON (NaN and Infinity are not)") from None
+                raise ValueError(
+                    f"{name} must be plain JSON (NaN, Infinity or a number beyond a double are not)"
+                ) from None
         if len(text) > limit:
             raise ValueError(
                 f"{name} is {len(text)} bytes as compact JSON, at most {limit} allowed"

@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import MessageSizeTooLargeError
 from faststream import AckPolicy, FastStream
 from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.kafka.message import FakeConsumer
@@ -36,7 +37,18 @@ class KafkaDeadLetters:
     async def send(
         self, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
     ) -> None:
-        delivered = await self._producer.send(self._topic, value=value, key=key, headers=headers)
+        try:
+            delivered = await self._producer.send(
+                self._topic, value=value, key=key, headers=headers
+            )
+        except MessageSizeTooLargeError:
+            # Too large to dead-letter as it is (e.g. a compressed poison record of megabytes):
+            # retrying would stall the stream forever. Keep the key and the reason, say so.
+            size = len(value or b"")
+            note = [("dlq.value_dropped", f"{size} bytes, too large for {self._topic}".encode())]
+            delivered = await self._producer.send(
+                self._topic, value=None, key=key, headers=[*headers, *note]
+            )
         await delivered
 
 

@@ -155,14 +155,21 @@ class BatchProjector:
             "dead-lettered partition=%s offset=%s: %s", record.partition, record.offset, reason
         )
         headers = dead_letter_headers(reason, record.topic, record.partition, record.offset)
-        await self._dead_letters.send(record.key, record.value, headers)
+        await self._dead_letters.send(record.key, record.value, [*record.headers, *headers])
 
     async def handle(self, records: Sequence[Record], consumer: OffsetControl) -> None:
         """Prepare a batch, wait for the previous one to be committed, and start writing
         this one. Never raises (cancellation abandons the batches in flight uncommitted)."""
         if not records:
             return
-        batch = prepare(records)
+        try:
+            batch = prepare(records)
+        except Exception as error:  # a bug, not bad input: never skip past it
+            log.exception("batch of %d records not prepared (%s); rewinding", len(records), error)
+            await self.settle()
+            rewind(consumer, [*self._in_flight_records, *records])
+            await asyncio.sleep(self._backoff.next_delay())
+            return
         if not await self.settle():
             rewind(consumer, [*self._in_flight_records, *records])
             return

@@ -16,6 +16,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
+from redis.exceptions import ResponseError
 
 from contracts.job_state import JobState, job_key, pack_delta
 from projector.fold import JobRef
@@ -137,11 +138,23 @@ class ProjectionStore:
         version = self.version
         keys = [job_key(version, tenant, job) for tenant, job in deltas]
         packed = [pack_delta(state) for state in deltas.values()]
+        calls = self._calls(keys, packed)
+        try:
+            results = await self._fcall(calls)
+        except ResponseError as error:
+            if "function not found" not in str(error).lower():
+                raise
+            # Redis restarted without persistence (or was flushed): load the merge again.
+            await load_merge_function(self.redis)
+            results = await self._fcall(calls)
+        return [written for call in results for written in call]
+
+    async def _fcall(self, calls: list[tuple[list[str], list[str]]]) -> list[list[int]]:
         pipe: Any = self.redis.pipeline(transaction=False)
-        for chunk_keys, chunk_deltas in self._calls(keys, packed):
+        for chunk_keys, chunk_deltas in calls:
             pipe.fcall(MERGE_FUNCTION, len(chunk_keys), *chunk_keys, *chunk_deltas)
         results: list[list[int]] = await pipe.execute(raise_on_error=True)
-        return [written for call in results for written in call]
+        return results
 
     def _calls(self, keys: list[str], packed: list[str]) -> list[tuple[list[str], list[str]]]:
         if not self._cluster:

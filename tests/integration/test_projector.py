@@ -216,3 +216,21 @@ async def test_two_projectors_in_one_group_share_partitions_and_end_equal_to_the
 def last_assignment(log: str) -> set[int]:
     lines = [line for line in log.splitlines() if "assigned to partitions" in line]
     return {int(n) for n in re.findall(r"partition=(\d+)", lines[-1])} if lines else set()
+
+
+async def test_a_redis_that_lost_its_functions_gets_them_loaded_again(
+    own_redis: LocalProcess, own_redis_client: Redis, version: str
+) -> None:
+    from projector.redis_client import connect_redis
+    from projector.store import ProjectionStore, load_merge_function
+    from tests.integration.projection import expected_states
+
+    events = job_events(jobs=3)
+    client = await connect_redis(f"redis://127.0.0.1:{own_redis.port}/0")
+    try:
+        await load_merge_function(client)
+        await own_redis_client.function_flush()  # as after a restart without persistence
+        await ProjectionStore(client, version).merge(expected_states(events))
+    finally:
+        await client.aclose()
+    await assert_projection_equals_fold(own_redis_client, version, events)

@@ -60,3 +60,12 @@ def test_the_body_cache_is_bounded_and_drops_the_oldest_entry() -> None:
     cache.put("b", b"2")
     cache.put("c", b"3")
     assert (cache.get("a"), cache.get("b"), cache.get("c")) == (None, b"2", b"3")
+
+
+def test_the_fields_digest_tells_apart_a_same_seq_replacement() -> None:
+    from api.render import fields_digest
+
+    lower = stored(event(seq=2, kind="stage", event_id="01AAAAAAAAAAAAAAAAAAAAAAAA"))
+    greater = stored(event(seq=2, kind="failed", event_id="01BBBBBBBBBBBBBBBBBBBBBBBB"))
+    assert head_seq(lower) == head_seq(greater)
+    assert fields_digest(lower) != fields_digest(greater)

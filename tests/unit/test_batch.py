@@ -1,0 +1,135 @@
+"""The consumer's failure policy, with in-memory fakes for Kafka and Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka.errors import MessageSizeTooLargeError
+
+import projector.batch as batch_module
+from contracts.job_state import JobState
+from contracts.publisher import encode_event
+from projector.app import KafkaDeadLetters
+from projector.batch import Backoff, BatchProjector, Record
+from projector.fold import JobRef
+from tests.integration.support import event
+
+
+def record(offset: int, value: bytes | None, partition: int = 0) -> Record:
+    headers = [("traceparent", b"00-abc")]
+    return ConsumerRecord("jobs", partition, offset, 0, 0, b"k", value, None, 1, 1, headers)
+
+
+class FakeConsumer:
+    def __init__(self) -> None:
+        self.commits: list[dict[TopicPartition, int]] = []
+        self.seeks: list[tuple[TopicPartition, int]] = []
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        self.commits.append(offsets)
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        self.seeks.append((partition, offset))
+
+
+class FakeSink:
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]] = []
+
+    async def send(
+        self, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> None:
+        self.sent.append((key, value, headers))
+
+
+class FakeStore:
+    def __init__(self, fail: int = 0) -> None:
+        self.fail = fail
+        self.merged: list[Mapping[JobRef, JobState]] = []
+
+    async def merge(self, deltas: Mapping[JobRef, JobState]) -> list[int]:
+        if self.fail:
+            self.fail -= 1
+            raise ConnectionError("redis away")
+        self.merged.append(deltas)
+        return [1] * len(deltas)
+
+
+def projector(store: FakeStore, sink: FakeSink) -> BatchProjector:
+    return BatchProjector(store.merge, sink, Backoff(base=0.001, cap=0.002))
+
+
+GOOD = encode_event(event(seq=1))
+
+
+async def test_a_batch_is_committed_after_its_merge_and_its_dead_letters() -> None:
+    store, sink, consumer = FakeStore(), FakeSink(), FakeConsumer()
+    worker = projector(store, sink)
+    await worker.handle([record(0, GOOD), record(1, b"{bad")], consumer)
+    assert await worker.settle()
+    assert consumer.commits == [{TopicPartition("jobs", 0): 2}]
+    assert len(store.merged) == 1
+    _key, value, headers = sink.sent[0]
+    assert value == b"{bad"
+    assert ("traceparent", b"00-abc") in headers, "the original headers are kept"
+    assert dict(headers)["dlq.offset"] == b"1"
+
+
+async def test_a_failed_merge_rewinds_the_batch_and_commits_nothing() -> None:
+    store, sink, consumer = FakeStore(fail=1), FakeSink(), FakeConsumer()
+    worker = projector(store, sink)
+    await worker.handle([record(5, GOOD), record(6, GOOD)], consumer)
+    assert not await worker.settle()
+    assert consumer.commits == []
+    assert consumer.seeks == [(TopicPartition("jobs", 0), 5)]
+
+
+async def test_the_batch_after_a_failed_one_is_rewound_with_it() -> None:
+    store, sink, consumer = FakeStore(fail=1), FakeSink(), FakeConsumer()
+    worker = projector(store, sink)
+    await worker.handle([record(5, GOOD)], consumer)
+    await worker.handle([record(6, GOOD), record(0, GOOD, partition=1)], consumer)
+    assert consumer.commits == []
+    assert (TopicPartition("jobs", 1), 0) in consumer.seeks
+    assert (TopicPartition("jobs", 0), 5) in consumer.seeks
+    assert (TopicPartition("jobs", 0), 6) not in consumer.seeks, "never past the failed batch"
+
+
+async def test_an_unexpected_error_while_preparing_rewinds_instead_of_skipping(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(records: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(batch_module, "prepare", broken)
+    consumer = FakeConsumer()
+    await projector(FakeStore(), FakeSink()).handle([record(3, GOOD)], consumer)
+    assert consumer.commits == []
+    assert consumer.seeks == [(TopicPartition("jobs", 0), 3)]
+
+
+class SizeLimitedProducer:
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    async def send(self, topic: str, **record: Any) -> asyncio.Future[None]:
+        if record["value"] is not None and len(record["value"]) > 10:
+            raise MessageSizeTooLargeError()
+        self.sent.append(record)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
+async def test_a_dead_letter_too_large_for_the_topic_is_sent_without_its_value() -> None:
+    producer = SizeLimitedProducer()
+    sink = KafkaDeadLetters(producer, "jobs.dlq")
+    await sink.send(b"k", b"x" * 100, [("dlq.reason", b"payload too large")])
+    (sent,) = producer.sent
+    assert sent["value"] is None
+    assert sent["key"] == b"k"
+    assert dict(sent["headers"])["dlq.value_dropped"].startswith(b"100 bytes")
