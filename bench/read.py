@@ -38,25 +38,13 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
-from unittest import mock
 
-import boto3
 import jwt
 from redis import Redis
 from redis.typing import EncodableT, FieldT
 
-from api.presign import Presigner
 from bench.common import write_result
-from bench.presign_compare import (
-    BUCKET,
-    EXAMPLE_CREDENTIALS,
-    EXPIRES_IN,
-    SETUPS,
-    SIGNED_AT,
-    botocore_client,
-    per_url_us,
-    sample_keys,
-)
+from bench.presign_compare import SETUPS, presign_cost, sample_keys
 from contracts.job_state import encode_state, job_key
 from projector.fold import fold
 from tests.integration.support import event
@@ -313,34 +301,7 @@ def load(port: int, headers: dict[str, str], args: argparse.Namespace, wrk: str 
 def presign_costs(n: int, repeats: int) -> dict[str, dict[str, float]]:
     """µs per URL, ours against botocore (s3v4), for each addressing setup."""
     keys = sample_keys()
-    return {name: _presign_cost(name, keys, n, repeats) for name in SETUPS}
-
-
-def _presign_cost(name: str, keys: list[str], n: int, repeats: int) -> dict[str, float]:
-    region, endpoint, style = SETUPS[name]
-    access_key, secret_key, session_token = EXAMPLE_CREDENTIALS
-    session = boto3.session.Session(access_key, secret_key, session_token, region)
-    client = botocore_client(session, endpoint, style)
-    presigner = Presigner.from_boto3(session, region, endpoint)
-
-    def theirs(key: str) -> str:
-        return client.generate_presigned_url(
-            "get_object", Params={"Bucket": BUCKET, "Key": key}, ExpiresIn=EXPIRES_IN
-        )
-
-    def ours(key: str) -> str:
-        return presigner.presign_get(BUCKET, key, EXPIRES_IN, SIGNED_AT)
-
-    frozen = SIGNED_AT.replace(tzinfo=None)
-    with mock.patch("botocore.auth.get_current_datetime", return_value=frozen):
-        assert all(ours(key) == theirs(key) for key in keys), f"{name}: URLs differ"
-    ours_us = per_url_us(ours, keys, n, repeats)
-    botocore_us = per_url_us(theirs, keys, n, repeats)
-    return {
-        "ours_us_per_url": ours_us,
-        "botocore_us_per_url": botocore_us,
-        "speedup": botocore_us / ours_us,
-    }
+    return {name: presign_cost(name, keys, n, repeats) for name in SETUPS}
 
 
 # --- where the time goes (--profile) -------------------------------------------------------------

@@ -1160,3 +1160,11 @@ def test_event_headers_omit_traceparent_when_absent(traceparent: str | None) -> 
     headers = event_headers(parse(valid_envelope()), traceparent)
 
     assert [name for name, _ in headers] == ["kind", "tenant_id"]
+
+
+@pytest.mark.parametrize("field", TIMESTAMP_FIELDS)
+@pytest.mark.parametrize("year", ["0002", "1999", "9989", "9995", "9998"])
+def test_accepts_years_from_0002_to_9998(field: str, year: str) -> None:
+    assert getattr(parse(valid_envelope(**{field: f"{year}-06-01T12:00:00Z"})), field).year == int(
+        year
+    )
