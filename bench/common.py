@@ -5,10 +5,6 @@ from __future__ import annotations
 import json
 import platform
 import random
-import statistics
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -110,14 +106,6 @@ async def produce_fast(
         await producer.stop()
 
 
-@contextmanager
-def timed() -> Iterator[list[float]]:
-    box: list[float] = []
-    start = time.perf_counter()
-    yield box
-    box.append(time.perf_counter() - start)
-
-
 def machine() -> dict[str, Any]:
     import os
 
@@ -127,10 +115,6 @@ def machine() -> dict[str, Any]:
         "machine": platform.machine(),
         "system": platform.system(),
     }
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values)
 
 
 def write_result(name: str, result: dict[str, Any]) -> Path:

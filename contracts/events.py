@@ -95,11 +95,6 @@ def _schema_version_1(value: int) -> int:
     return value
 
 
-def compact_json(value: Any) -> str:
-    """The compact UTF-8 JSON text of a value (what size limits are measured on)."""
-    return to_json(value).decode()
-
-
 def _json_object_within(limit: int, name: str) -> AfterValidator:
     def check(value: dict[str, Any]) -> dict[str, Any]:
         if not value:

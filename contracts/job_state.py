@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, TypeAdapter
+from pydantic import BaseModel, ConfigDict
 
 from contracts.events import EventKind, StorageArtifact
 
@@ -88,7 +88,6 @@ def job_key_pattern(version: str) -> str:
 
 
 ACTIVE_VERSION_KEY = "projection:active"
-PREVIOUS_VERSION_KEY = "projection:previous"
 DEFAULT_VERSION = "v1"
 
 
@@ -162,6 +161,3 @@ class StoredEvent(BaseModel):
     artifacts: list[StorageArtifact]
     payload: dict[str, Any]
     created_at: str
-
-
-STORED_ARTIFACTS = TypeAdapter(list[StorageArtifact])

@@ -169,11 +169,3 @@ class ProjectionStore:
             group[0].append(key)
             group[1].append(delta)
         return list(by_slot.values())
-
-    async def read(self, tenant_id: str, job_id: str) -> dict[str, str]:
-        raw: dict[Any, Any] = await self.redis.hgetall(job_key(self.version, tenant_id, job_id))
-        return {_text(k): _text(v) for k, v in raw.items()}
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
