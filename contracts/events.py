@@ -19,7 +19,6 @@ from pydantic import (
     GetCoreSchemaHandler,
     GetJsonSchemaHandler,
     StringConstraints,
-    WithJsonSchema,
 )
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import PydanticSerializationError, core_schema, to_json
@@ -89,10 +88,42 @@ class _Rfc3339:
 Rfc3339 = Annotated[datetime, _Rfc3339]
 
 
-def _schema_version_1(value: int) -> int:
-    if value != 1:
-        raise ValueError(f"schema_version {value} is not this contract (envelope v1)")
-    return value
+class _SchemaVersion1:
+    """`1`, a JSON integer; checked in pydantic-core, with a message that says why."""
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.custom_error_schema(
+            core_schema.int_schema(strict=True, ge=1, le=1),
+            custom_error_type="schema_version",
+            custom_error_message="schema_version must be the integer 1 (this is envelope v1)",
+        )
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return {"type": "integer", "const": 1, "title": "Schema Version"}
+
+
+class _KeyBytes:
+    """1-1024 bytes of UTF-8, counted in pydantic-core: the string is checked as its UTF-8
+    bytes, then taken back as text."""
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        as_bytes = core_schema.bytes_schema(min_length=1, max_length=1024, strict=False)
+        return core_schema.chain_schema([as_bytes, core_schema.str_schema(strict=False)])
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return {"type": "string", "minLength": 1, "maxLength": 1024}
 
 
 def _json_object_within(limit: int, name: str) -> AfterValidator:
@@ -119,22 +150,13 @@ def _json_object_within(limit: int, name: str) -> AfterValidator:
     return AfterValidator(check)
 
 
-def _key_within_1024_bytes(key: str) -> str:
-    if 0 < len(key) <= 256:  # at most 4 bytes a character: surely within 1024 bytes
-        return key
-    size = len(key.encode())
-    if not 1 <= size <= 1024:
-        raise ValueError(f"key must be 1-1024 bytes of UTF-8, got {size}")
-    return key
-
-
 class StorageArtifact(BaseModel):
     """An object in S3 produced by a job. Lives on the wire and in Redis, never on HTTP."""
 
     model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
 
     bucket: Annotated[str, StringConstraints(pattern=BUCKET_PATTERN)]
-    key: Annotated[str, AfterValidator(_key_within_1024_bytes)]
+    key: Annotated[str, _KeyBytes]
     kind: Annotated[str, StringConstraints(pattern=SNAKE_CASE_PATTERN)]
     role: ArtifactRole
     metadata: Annotated[dict[str, Any], _json_object_within(MAX_METADATA_BYTES, "metadata")] = (
@@ -147,11 +169,7 @@ class JobEvent(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
 
-    schema_version: Annotated[
-        int,
-        AfterValidator(_schema_version_1),
-        WithJsonSchema({"type": "integer", "const": 1, "title": "Schema Version"}),
-    ]
+    schema_version: Annotated[int, _SchemaVersion1]
     event_id: Ulid
     tenant_id: Annotated[str, StringConstraints(pattern=TENANT_PATTERN)]
     job_id: Ulid

@@ -75,14 +75,19 @@ class Backoff:
         self.attempt = 0
 
 
+# JobEvent.model_validate_json without its Python wrapper: called once per event.
+_validate_json = JobEvent.__pydantic_validator__.validate_json
+
+
 def validate(record: Record) -> JobEvent | str:
     """The record's event, or the reason it is poison."""
     if record.value is None:
         return "value: no value (a tombstone is not an event)"
     try:
-        return JobEvent.model_validate_json(record.value)
+        event: JobEvent = _validate_json(record.value)
     except ValidationError as error:
         return poison_reason(error)
+    return event
 
 
 def first_offsets(records: Sequence[Record]) -> dict[TopicPartition, int]:
