@@ -94,7 +94,7 @@ def create_app(settings: ProjectorSettings) -> FastStream:
             await producer.start()
             store = ProjectionStore(redis, settings.projection_version)
             late.projector = BatchProjector(
-                store.merge,
+                store.merge_packed,
                 KafkaDeadLetters(producer, settings.dlq_topic),
                 Backoff(cap=settings.retry_backoff_max_seconds),
             )

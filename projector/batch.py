@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeAlias
 
@@ -25,14 +25,14 @@ from aiokafka import ConsumerRecord, TopicPartition
 from pydantic import ValidationError
 
 from contracts.events import JobEvent
-from contracts.job_state import JobState
 from projector.dead_letter import dead_letter_headers, one_line, poison_reason
 from projector.fold import BatchFold, JobRef
 
 log = logging.getLogger("projector.batch")
 
 Record: TypeAlias = ConsumerRecord[Any, Any]
-Merge = Callable[[Mapping[JobRef, JobState]], Awaitable[list[int]]]
+# (jobs, their packed deltas) -> groups written per job; raises when Redis did not confirm.
+Merge = Callable[[list[JobRef], list[str]], Awaitable[list[int]]]
 
 
 class OffsetControl(Protocol):
@@ -114,7 +114,8 @@ class PreparedBatch:
 
     records: Sequence[Record]
     dead: list[tuple[Record, str]]
-    deltas: dict[JobRef, JobState]
+    jobs: list[JobRef]
+    packed: list[str]
 
 
 def prepare(records: Sequence[Record]) -> PreparedBatch:
@@ -127,7 +128,7 @@ def prepare(records: Sequence[Record]) -> PreparedBatch:
             dead.append((record, event))
         else:
             fold.add(event)
-    return PreparedBatch(records, dead, fold.deltas())
+    return PreparedBatch(records, dead, *fold.packed())
 
 
 class BatchProjector:
@@ -150,7 +151,7 @@ class BatchProjector:
         outcome = BatchOutcome(events=len(batch.records), dead_lettered=len(batch.dead))
         if batch.dead:
             await asyncio.gather(*(self._dead_letter(r, reason) for r, reason in batch.dead))
-        changed = await self._merge(batch.deltas)
+        changed = await self._merge(batch.jobs, batch.packed)
         outcome.jobs = len(changed)
         outcome.jobs_changed = sum(1 for groups in changed if groups)
         return outcome

@@ -17,8 +17,10 @@ from pydantic_core import to_json
 
 from contracts.events import JobEvent, rfc3339_utc
 from contracts.job_state import (
+    GROUP,
     STATUS_BY_KIND,
     SURFACING_KINDS,
+    UNIT,
     Head,
     JobState,
     Origin,
@@ -53,15 +55,35 @@ def surfaces(event: JobEvent) -> bool:
     return event.visibility == "public" and event.kind in SURFACING_KINDS
 
 
-def public_of(event: JobEvent) -> Public:
+def stored_event_json(event: JobEvent) -> str:
+    """The public event as `latest_event` keeps it (contracts.job_state.StoredEvent)."""
     # Assembled from pieces serialised by pydantic-core: the hot path of the projector.
-    stored = (
+    return (
         f'{{"seq":{event.seq},"kind":"{event.kind}","message":{to_json(event.message).decode()},'
         f'"artifacts":{to_json(event.artifacts).decode()},'
         f'"payload":{to_json(event.payload).decode()},'
         f'"created_at":"{rfc3339_utc(event.occurred_at)}"}}'
     )
-    return Public(event.seq, event.event_id, stored)
+
+
+def public_of(event: JobEvent) -> Public:
+    return Public(event.seq, event.event_id, stored_event_json(event))
+
+
+def packed_delta(head: JobEvent, origin: JobEvent, public: JobEvent | None) -> str:
+    """`pack_delta(JobState(head_of(head), origin_of(origin), public_of(public)))`, written
+    straight from the winning events: once per job and batch, the projector's hot path."""
+    manifest = to_json(head.artifacts).decode() if head.kind == "succeeded" else "[]"
+    created_at = rfc3339_utc(origin.job_created_at)
+    return (
+        f"{head.seq}{UNIT}{head.event_id}{UNIT}{STATUS_BY_KIND[head.kind]}{UNIT}{manifest}{GROUP}"
+        f"{origin.seq}{UNIT}{origin.event_id}{UNIT}{origin.job_type}{UNIT}{created_at}{GROUP}"
+        + (
+            ""
+            if public is None
+            else f"{public.seq}{UNIT}{public.event_id}{UNIT}{stored_event_json(public)}"
+        )
+    )
 
 
 def state_of(event: JobEvent) -> JobState:
@@ -145,3 +167,8 @@ class BatchFold:
 
     def deltas(self) -> dict[JobRef, JobState]:
         return {ref: winners.state() for ref, winners in self._jobs.items()}
+
+    def packed(self) -> tuple[list[JobRef], list[str]]:
+        """The jobs and their packed deltas, as `pack_delta` of `deltas()` would give."""
+        jobs = self._jobs
+        return list(jobs), [packed_delta(w.head, w.origin, w.public) for w in jobs.values()]

@@ -133,11 +133,14 @@ class ProjectionStore:
 
         Raises the client's error when any merge failed: the caller must then not commit.
         """
-        if not deltas:
+        return await self.merge_packed(list(deltas), [pack_delta(s) for s in deltas.values()])
+
+    async def merge_packed(self, jobs: list[JobRef], packed: list[str]) -> list[int]:
+        """`merge` for deltas already packed (`BatchFold.packed`), in the same order."""
+        if not jobs:
             return []
         version = self.version
-        keys = [job_key(version, tenant, job) for tenant, job in deltas]
-        packed = [pack_delta(state) for state in deltas.values()]
+        keys = [job_key(version, tenant, job) for tenant, job in jobs]
         calls = self._calls(keys, packed)
         try:
             results = await self._fcall(calls)

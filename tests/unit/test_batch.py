@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -11,7 +10,6 @@ from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import MessageSizeTooLargeError
 
 import projector.batch as batch_module
-from contracts.job_state import JobState
 from contracts.publisher import encode_event
 from projector.app import KafkaDeadLetters
 from projector.batch import Backoff, BatchProjector, Record
@@ -49,14 +47,14 @@ class FakeSink:
 class FakeStore:
     def __init__(self, fail: int = 0) -> None:
         self.fail = fail
-        self.merged: list[Mapping[JobRef, JobState]] = []
+        self.merged: list[list[JobRef]] = []
 
-    async def merge(self, deltas: Mapping[JobRef, JobState]) -> list[int]:
+    async def merge(self, jobs: list[JobRef], packed: list[str]) -> list[int]:
         if self.fail:
             self.fail -= 1
             raise ConnectionError("redis away")
-        self.merged.append(deltas)
-        return [1] * len(deltas)
+        self.merged.append(jobs)
+        return [1] * len(jobs)
 
 
 def projector(store: FakeStore, sink: FakeSink) -> BatchProjector:

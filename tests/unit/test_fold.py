@@ -545,3 +545,15 @@ def test_generated_documents_are_valid_events_of_the_one_job(document: dict[str,
     assert event.job_id == "01JDQ8Z3M4W8K2V7T6R5N4P3Q2"
     assert event.tenant_id == "acme"
     assert event.event_id == document["event_id"].upper()
+
+
+@PROPERTY
+@given(jobs_batches())
+def test_packed_deltas_equal_the_packed_fold_per_job(events: list[JobEvent]) -> None:
+    fold_ = BatchFold()
+    for e in events:
+        fold_.add(e)
+    jobs, packed = fold_.packed()
+    deltas = fold_.deltas()
+    assert jobs == list(deltas)
+    assert packed == [pack_delta(state) for state in deltas.values()]
