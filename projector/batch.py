@@ -101,11 +101,14 @@ def first_offsets(records: Sequence[Record]) -> dict[TopicPartition, int]:
 
 def next_offsets(records: Sequence[Record]) -> dict[TopicPartition, int]:
     """What to commit: one past the last record of every partition in the batch."""
-    after: dict[TopicPartition, int] = {}
+    last: dict[tuple[str, int], int] = {}  # plain tuples: a TopicPartition per record costs
     for record in records:
-        tp = TopicPartition(record.topic, record.partition)
-        after[tp] = max(after.get(tp, 0), record.offset + 1)
-    return after
+        where = (record.topic, record.partition)
+        if record.offset >= last.get(where, -1):
+            last[where] = record.offset
+    return {
+        TopicPartition(topic, partition): offset + 1 for (topic, partition), offset in last.items()
+    }
 
 
 @dataclass
