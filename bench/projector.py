@@ -81,15 +81,27 @@ async def measure_naive(bootstrap: str, topic: str, redis_url: str, window: floa
         await redis.aclose()
 
 
+def rss_mib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) // 1024
+    return 0
+
+
 async def measure_ours(
     env: dict[str, str], workdir: Path, bootstrap: str, topic: str, total: int, group: str
-) -> float:
+) -> tuple[float, list[int]]:
+    """Events/s over the steady window, and the projector's RSS (MiB) at 10 %, 50 %, 100 %."""
     projector = start_projector(env, workdir, "projector-bench")
     try:
         progress: list[tuple[float, int]] = []
+        rss: list[int] = []
         while True:
             done = sum((await committed_offsets(bootstrap, topic, group)).values())
             progress.append((time.perf_counter(), done))
+            while len(rss) < 3 and done >= (0.1, 0.5, 1.0)[len(rss)] * total:
+                rss.append(rss_mib(projector.process.pid))
             if done >= total:
                 break
             if projector.process.poll() is not None:
@@ -97,7 +109,7 @@ async def measure_ours(
             await asyncio.sleep(0.1)
         started = next(i for i, (_, n) in enumerate(progress) if n > 0)
         (t0, n0), (t1, n1) = progress[started], progress[-1]
-        return (n1 - n0) / (t1 - t0)
+        return (n1 - n0) / (t1 - t0), rss
     finally:
         projector.stop()
 
@@ -122,10 +134,10 @@ async def run(events: int, jobs: int, naive_window: float) -> dict[str, Any]:
         naive = await measure_naive(stack.kafka_bootstrap, topic, stack.redis_url, naive_window)
         print(f"naive per-message FastStream: {naive:,.0f} events/s", flush=True)
         env = stack.env() | {"KAFKA_TOPIC": topic, "PROJECTION_VERSION": "bench"}
-        ours = await measure_ours(
+        ours, rss = await measure_ours(
             env, workdir, stack.kafka_bootstrap, topic, len(records), "jobs-projector.bench"
         )
-        print(f"projector: {ours:,.0f} events/s", flush=True)
+        print(f"projector: {ours:,.0f} events/s; RSS at 10/50/100 %: {rss} MiB", flush=True)
         redis = Redis.from_url(stack.redis_url)
         stored = sum([1 async for _ in redis.scan_iter(match="job:bench:*", count=5000)])
         await redis.aclose()
@@ -138,6 +150,7 @@ async def run(events: int, jobs: int, naive_window: float) -> dict[str, Any]:
             "projector_events_per_s": ours,
             "projector_vs_raw": ours / raw,
             "projector_vs_naive": ours / naive,
+            "projector_rss_mib_at_10_50_100_percent": rss,
         }
     finally:
         stack.stop()
@@ -145,7 +158,7 @@ async def run(events: int, jobs: int, naive_window: float) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--events", type=int, default=200_000, help="e.g. 1000000 for memory")
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--naive-window", type=float, default=10.0)
     args = parser.parse_args()
