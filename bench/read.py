@@ -49,8 +49,8 @@ from contracts.job_state import encode_state, job_key
 from projector.fold import fold
 from tests.integration.support import event
 from tests.stack import start_stack
-from tests.stack.processes import LocalProcess, free_port, wait_for_port
-from tests.stack.services import REPO, start_api
+from tests.stack.processes import LocalProcess, free_port
+from tests.stack.services import start_api, start_listening
 
 SECRET = "bench-read-secret-0123456789abcdef0123"  # noqa: S105 - a bench key
 TENANT = "acme"
@@ -121,26 +121,9 @@ def bearer_token() -> str:
 
 def start_bare(body_path: Path, workdir: Path) -> LocalProcess:
     port = free_port()
-    log_path = workdir / "bare.log"
     argv = [sys.executable, "-m", "bench.bare_app"]
-    env = {**os.environ, "BARE_BODY_PATH": str(body_path), "BARE_PORT": str(port)}
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            argv,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=REPO,
-            env=env,
-            start_new_session=True,
-        )
-    bare = LocalProcess("bare", port, process, log_path, argv)
-    try:
-        wait_for_port(port, process, "bare", timeout=30)
-    except RuntimeError as exc:
-        bare.stop()
-        raise RuntimeError(f"{exc}\n{bare.log_tail()}") from None
-    return bare
+    env = {"BARE_BODY_PATH": str(body_path), "BARE_PORT": str(port)}
+    return start_listening("bare", argv, env, workdir, port)
 
 
 # --- one request, for checks ---------------------------------------------------------------------

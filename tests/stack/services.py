@@ -32,13 +32,21 @@ def start_projector(env: dict[str, str], workdir: Path, name: str = "projector")
     return _start(name, [sys.executable, "-m", "projector", "run"], env, workdir)
 
 
+def start_listening(
+    name: str, argv: list[str], env: dict[str, str], workdir: Path, port: int
+) -> LocalProcess:
+    """Start one of our servers and wait until it answers on `port`."""
+    server = _start(name, argv, env, workdir)
+    server.port = port
+    try:
+        wait_for_port(port, server.process, name, timeout=30)
+    except RuntimeError as exc:
+        server.stop()
+        raise RuntimeError(f"{exc}\n{server.log_tail()}") from None
+    return server
+
+
 def start_api(env: dict[str, str], workdir: Path, port: int | None = None) -> LocalProcess:
     port = port or free_port()
-    api = _start("api", [sys.executable, "-m", "api"], {**env, "API_PORT": str(port)}, workdir)
-    api.port = port
-    try:
-        wait_for_port(port, api.process, "api", timeout=30)
-    except RuntimeError as exc:
-        api.stop()
-        raise RuntimeError(f"{exc}\n{api.log_tail()}") from None
-    return api
+    argv = [sys.executable, "-m", "api"]
+    return start_listening("api", argv, {**env, "API_PORT": str(port)}, workdir, port)
