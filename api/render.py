@@ -1,8 +1,9 @@
 """Stored job fields -> the response body, with storage references turned into URLs.
 
-The stored values are already in their returned form (statuses, UTC timestamps), so this
-only decodes two JSON values, swaps each artifact's (bucket, key) for a presigned URL and
-serialises once. Nothing else of storage is copied into the body.
+The stored values are nearly in their returned form (statuses; timestamps usually already
+UTC), so this only decodes two JSON values, renders the timestamps in UTC, swaps each
+artifact's (bucket, key) for a presigned URL and serialises once. Nothing else of storage
+is copied into the body.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import zlib
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from contracts.job_state import F_HEAD, F_ORIGIN, F_PUBLIC, UNIT
+from contracts.job_state import F_HEAD, F_ORIGIN, F_PUBLIC, UNIT, utc_text
 
 SignUrl = Callable[[str, str], str]  # (bucket, key) -> presigned GET URL
 
@@ -92,21 +93,22 @@ def render_job(job_id: str, fields: dict[bytes, bytes], sign: SignUrl) -> bytes:
     _, _, job_type, created_at = fields[_ORIGIN].split(_UNIT, 3)
     latest = None
     if public := fields.get(_PUBLIC):
-        event = json.loads(public.split(_UNIT, 2)[2])
+        seq, _, event = public.split(_UNIT, 2)
+        kind, message, artifacts, payload, occurred_at = json.loads(event)
         latest = {
-            "seq": event["seq"],
-            "kind": event["kind"],
+            "seq": int(seq),
+            "kind": kind,
             "visibility": "public",
-            "message": event["message"],
-            "artifacts": _artifacts(event["artifacts"], sign),
-            "payload": event["payload"],
-            "created_at": event["created_at"],
+            "message": message,
+            "artifacts": _artifacts(artifacts, sign),
+            "payload": payload,
+            "created_at": utc_text(occurred_at),
         }
     body = {
         "id": job_id,
         "type": job_type.decode(),
         "status": status.decode(),
-        "created_at": created_at.decode(),
+        "created_at": utc_text(created_at.decode()),
         "manifest": _artifacts(json.loads(manifest), sign),
         "latest_event": latest,
     }

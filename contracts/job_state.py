@@ -3,19 +3,22 @@
 A job's state is a head, an origin and a public group, each tagged by the `(seq, event_id)`
 of the event that set it (DESIGN "The fold is a merge"). Each group is one hash field
 (`h`, `o`, `p`) whose value starts with its tag: `seq US event_id US values...`, US being
-the ASCII unit separator. The values are already in their final form (statuses, UTC
-timestamps, compact JSON), so a merge only compares tags and copies strings, a read only
-splits and decodes, and a job costs three small fields of memory.
+the ASCII unit separator. The values are what the projector can write cheapest and the api
+can render directly: statuses, compact JSON, and timestamps in ISO 8601 as pydantic-core
+writes them (usually already UTC with `Z`; the api renders any other offset in UTC, see
+`utc_text`). A merge only compares tags and copies strings, a read only splits and decodes,
+and a job costs three small fields of memory.
 Storage references (bucket, key) stay in the stored values; only the api turns them into URLs.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import TypeAdapter
 
-from contracts.events import EventKind, StorageArtifact
+from contracts.events import EventKind, StorageArtifact, rfc3339_utc
 
 Status = Literal["NOT_STARTED", "QUEUED", "RUNNING", "SUCCEEDED", "FAILED"]
 
@@ -45,7 +48,7 @@ class Origin(NamedTuple):
     seq: int
     event_id: str
     job_type: str
-    created_at: str  # RFC 3339 UTC
+    created_at: str  # ISO 8601 with an offset; `utc_text` renders it
 
 
 class Public(NamedTuple):
@@ -53,7 +56,7 @@ class Public(NamedTuple):
 
     seq: int
     event_id: str
-    event_json: str  # compact JSON of a StoredEvent
+    event_json: str  # compact JSON array: a StoredEvent's fields in order
 
 
 class JobState(NamedTuple):
@@ -150,14 +153,31 @@ def _status(text: str) -> Status:
     return status
 
 
-class StoredEvent(BaseModel):
-    """The public event kept as `latest_event`, with storage references, never URLs."""
+class StoredEvent(NamedTuple):
+    """The public event kept as `latest_event`, with storage references, never URLs.
 
-    model_config = ConfigDict(frozen=True)
+    Stored as a JSON array of these fields in this order (no keys: written by one
+    serialiser call per job and smaller in memory). `seq` is the group's tag."""
 
-    seq: int
     kind: EventKind
     message: str
     artifacts: list[StorageArtifact]
     payload: dict[str, Any]
-    created_at: str
+    created_at: str  # ISO 8601 with an offset; `utc_text` renders it
+
+
+_stored_event = TypeAdapter(StoredEvent)
+
+
+def decode_stored_event(event_json: str | bytes) -> StoredEvent:
+    """A public group's event, validated (for tools and tests; the api reads it raw)."""
+    return _stored_event.validate_json(event_json)
+
+
+def utc_text(stored: str) -> str:
+    """A stored timestamp as the HTTP surface gives it: RFC 3339 in UTC ending in `Z`, a
+    fraction only when there is one (CONTRACT §3). The common case, already UTC without a
+    fraction (`YYYY-MM-DDTHH:MM:SSZ`, 20 characters), is returned as it is."""
+    if len(stored) == 20:
+        return stored
+    return rfc3339_utc(datetime.fromisoformat(stored))

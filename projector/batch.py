@@ -124,13 +124,14 @@ class PreparedBatch:
 def prepare(records: Sequence[Record]) -> PreparedBatch:
     """Validate every record once and fold the valid ones per job. Pure: never fails."""
     fold = BatchFold()
+    add = fold.add  # bound once: this loop runs for every event
     dead: list[tuple[Record, str]] = []
     for record in records:
         event = validate(record)
-        if isinstance(event, str):
+        if type(event) is str:
             dead.append((record, event))
         else:
-            fold.add(event)
+            add(event)  # type: ignore[arg-type]  # a JobEvent
     return PreparedBatch(records, dead, *fold.packed())
 
 

@@ -32,6 +32,7 @@ from contracts.job_state import (
     decode_state,
     encode_state,
     pack_delta,
+    utc_text,
 )
 from projector.fold import BatchFold, fold, merge
 from tests.strategies import (
@@ -122,8 +123,10 @@ def reference(events: Iterable[JobEvent]) -> View:
 RFC3339_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z")
 
 
-def parse_utc(text: str) -> datetime:
-    """A stored timestamp: RFC 3339 in UTC ending in `Z`, a fraction only when there is one."""
+def parse_utc(stored: str) -> datetime:
+    """A stored timestamp as rendered: RFC 3339 in UTC ending in `Z`, a fraction only when
+    there is one."""
+    text = utc_text(stored)
     assert RFC3339_UTC.fullmatch(text), text
     moment = datetime.fromisoformat(text)
     assert ("." in text) == (moment.microsecond != 0), text
@@ -135,8 +138,15 @@ def view(state: JobState) -> View:
     head, origin, public = state.head, state.origin, state.public
     latest_event = None
     if public is not None:
-        latest_event = json.loads(public.event_json)
-        latest_event["created_at"] = parse_utc(latest_event["created_at"])
+        kind, message, artifacts, payload, created_at = json.loads(public.event_json)
+        latest_event = {
+            "seq": public.seq,
+            "kind": kind,
+            "message": message,
+            "artifacts": artifacts,
+            "payload": payload,
+            "created_at": parse_utc(created_at),
+        }
     return View(
         status=None if head is None else head.status,
         manifest=None if head is None else json.loads(head.manifest_json),
@@ -404,7 +414,15 @@ def test_latest_event_carries_the_stored_event_with_occurred_at_in_utc() -> None
     )
     state = fold([event])
     assert state.public is not None
-    assert json.loads(state.public.event_json) == {
+    kind, message, artifacts, payload, created_at = json.loads(state.public.event_json)
+    assert {
+        "seq": state.public.seq,
+        "kind": kind,
+        "message": message,
+        "artifacts": artifacts,
+        "payload": payload,
+        "created_at": utc_text(created_at),
+    } == {
         "seq": 7,
         "kind": "succeeded",
         "message": "Render finished",
@@ -425,7 +443,7 @@ def test_latest_event_carries_the_stored_event_with_occurred_at_in_utc() -> None
 def test_created_at_is_utc_with_z_and_no_fraction_when_there_is_none() -> None:
     state = fold([make_event(1, "created", job_created_at="2026-11-29T13:00:00+01:00")])
     assert state.origin is not None
-    assert state.origin.created_at == "2026-11-29T12:00:00Z"
+    assert utc_text(state.origin.created_at) == "2026-11-29T12:00:00Z"
 
 
 def test_the_manifest_is_empty_when_a_later_failed_event_follows_succeeded() -> None:
@@ -557,3 +575,25 @@ def test_packed_deltas_equal_the_packed_fold_per_job(events: list[JobEvent]) -> 
     deltas = fold_.deltas()
     assert jobs == list(deltas)
     assert packed == [pack_delta(state) for state in deltas.values()]
+
+
+@pytest.mark.parametrize(
+    ("sent", "stored_then_rendered"),
+    [
+        ("2026-11-29T12:00:00Z", "2026-11-29T12:00:00Z"),
+        ("2026-11-29T12:00:00.500Z", "2026-11-29T12:00:00.5Z"),
+        ("2026-11-29T12:00:00.000001+00:00", "2026-11-29T12:00:00.000001Z"),
+        ("2026-11-29t13:30:00.25+01:30", "2026-11-29T12:00:00.25Z"),
+        ("2026-11-29 00:30:00-02:00", "2026-11-29T02:30:00Z"),
+        ("0002-01-01T00:30:00+01:00", "0001-12-31T23:30:00Z"),
+        ("9998-12-31T23:30:00-01:00", "9999-01-01T00:30:00Z"),
+    ],
+)
+def test_stored_timestamps_render_in_utc_whatever_offset_was_sent(
+    sent: str, stored_then_rendered: str
+) -> None:
+    state = fold([make_event(2, "stage", job_created_at=sent, occurred_at=sent)])
+    assert state.origin is not None
+    assert state.public is not None
+    assert utc_text(state.origin.created_at) == stored_then_rendered
+    assert utc_text(json.loads(state.public.event_json)[4]) == stored_then_rendered

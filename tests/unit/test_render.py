@@ -72,9 +72,9 @@ def test_the_fields_digest_tells_apart_a_same_seq_replacement() -> None:
 
 
 def test_the_stored_latest_event_has_the_declared_stored_shape() -> None:
-    from contracts.job_state import StoredEvent, decode_state
+    from contracts.job_state import decode_state, decode_stored_event
 
     fields = stored(event(seq=1), event(seq=2, kind="succeeded", artifacts=[ART]))
     public = decode_state({k.decode(): v.decode() for k, v in fields.items()}).public
     assert public is not None
-    assert StoredEvent.model_validate_json(public.event_json).artifacts[0].key == "a/b c.png"
+    assert decode_stored_event(public.event_json).artifacts[0].key == "a/b c.png"
