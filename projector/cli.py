@@ -6,9 +6,11 @@ import argparse
 import asyncio
 import gc
 import logging
+import sys
 
 from contracts.settings import load_or_exit
 from projector.preflight import check_or_exit
+from projector.replay import cli as replay_cli
 from projector.settings import ProjectorSettings
 
 
@@ -18,12 +20,15 @@ def main(argv: list[str] | None = None) -> None:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("run", help="consume KAFKA_TOPIC into projection PROJECTION_VERSION")
+    replay_cli.add_parser(commands)
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if args.command == "replay":
+        logging.getLogger("aiokafka").setLevel(logging.WARNING)
+        sys.exit(replay_cli.run(args))
     settings = load_or_exit(ProjectorSettings)
-    if args.command == "run":
-        asyncio.run(run(settings))
+    asyncio.run(run(settings))
 
 
 async def run(settings: ProjectorSettings) -> None:

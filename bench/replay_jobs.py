@@ -1,0 +1,167 @@
+"""`replay verify` and `replay drop` over 100,000 jobs, with this process's peak memory.
+
+Two versions of the same jobs (a public `succeeded` event with 2 artifacts each) are written
+straight through the store's merge, a chunk at a time so that writing holds little. Then
+`verify` compares the two (equal) and `drop` deletes one. The RSS at each command's start and
+its peak RSS while it ran (ru_maxrss, reset at its start; the two are read from different
+kernel counters, so they agree within about a MiB) show whether it holds the jobs in memory:
+one holding every key would grow by tens of MiB, every state by hundreds.
+`python -m bench.replay_jobs [--jobs N]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import io
+import json
+import re
+import resource
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from redis.asyncio import Redis
+
+from bench.common import event_bytes, write_result
+from contracts.events import JobEvent
+from contracts.job_state import JobState
+from projector.fold import JobRef, fold
+from projector.replay import drop, verify
+from projector.settings import ProjectorSettings
+from projector.store import ProjectionStore
+from tests.integration.support import ulid
+from tests.stack import create_topics, start_stack
+
+TOPIC = "bench.replay"
+SOURCE, TARGET = "bench-a", "bench-b"
+CHUNK = 5000
+
+
+def peak_rss_mib() -> float:
+    """The peak resident set since the start or the last `reset_peak_rss` (ru_maxrss, in KiB
+    on Linux)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def rss_mib() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    raise LookupError("VmRSS")
+
+
+def reset_peak_rss() -> None:
+    """Start the peak afresh at the current RSS, so that a command's own peak shows even
+    below what setting up took (Linux: `5` written to /proc/self/clear_refs)."""
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")
+
+
+def job_states(first: int, count: int) -> dict[JobRef, JobState]:
+    states: dict[JobRef, JobState] = {}
+    for n in range(first, first + count):
+        tenant, job_id = f"tenant-{n % 50}", ulid(n + 1)
+        events = [
+            JobEvent.model_validate_json(
+                event_bytes(tenant, job_id, seq, kind, ulid(10**9 + 2 * n + seq), artifacts)
+            )
+            for seq, kind, artifacts in ((1, "created", 0), (2, "succeeded", 2))
+        ]
+        states[(tenant, job_id)] = fold(events)
+    return states
+
+
+async def write_jobs(redis: Redis, jobs: int) -> None:
+    stores = [ProjectionStore(redis, version) for version in (SOURCE, TARGET)]
+    for first in range(0, jobs, CHUNK):
+        states = job_states(first, min(CHUNK, jobs - first))
+        for store in stores:
+            await store.merge(states)
+
+
+@dataclass
+class Measured:
+    code: int
+    seconds: float
+    out: str
+    rss_at_start: float
+    peak_rss: float
+
+
+async def measure(command: Callable[[], Awaitable[int]]) -> Measured:
+    """One command's exit status, wall seconds, stdout (its progress goes to stderr), RSS at
+    its start and peak RSS while it ran (MiB)."""
+    out = io.StringIO()
+    reset_peak_rss()
+    rss_at_start = rss_mib()
+    started = time.perf_counter()
+    with contextlib.redirect_stdout(out):
+        code = await command()
+    seconds = time.perf_counter() - started
+    print(out.getvalue(), end="", flush=True)
+    return Measured(code, seconds, out.getvalue(), rss_at_start, peak_rss_mib())
+
+
+def rate_in(out: str, unit: str) -> float:
+    """The rate a command printed, e.g. `12,345 jobs/s`."""
+    found = re.search(rf"([\d,]+) {unit}/s", out)
+    if found is None:
+        raise ValueError(f"no {unit}/s in {out!r}")
+    return float(found.group(1).replace(",", ""))
+
+
+async def run(jobs: int) -> dict[str, Any]:
+    stack = start_stack(Path(tempfile.mkdtemp(prefix="bench-replay-")))
+    redis = Redis.from_url(stack.redis_url)
+    try:
+        await create_topics(stack.kafka_bootstrap, {TOPIC: 4})
+        started = time.perf_counter()
+        await write_jobs(redis, jobs)
+        print(f"wrote {jobs:,} jobs twice in {time.perf_counter() - started:.1f} s", flush=True)
+        settings = ProjectorSettings(
+            kafka_bootstrap_servers=stack.kafka_bootstrap,
+            redis_url=stack.redis_url,
+            kafka_topic=TOPIC,
+            kafka_group_id="jobs-projector",
+        )
+        peak_writing = peak_rss_mib()
+        verify_args = argparse.Namespace(source=SOURCE, target=TARGET, tenant=None, sample=None)
+        verified = await measure(lambda: verify.command(settings, verify_args))
+        assert verified.code == 0, "the two versions are equal"
+        dropped = await measure(lambda: drop.command(settings, argparse.Namespace(version=TARGET)))
+        assert dropped.code == 0
+        assert f"{jobs:,} keys removed" in dropped.out
+        return {
+            "jobs": jobs,
+            "verify_jobs_per_s": rate_in(verified.out, "jobs"),
+            "verify_seconds_with_startup": round(verified.seconds, 2),
+            "drop_keys_per_s": rate_in(dropped.out, "keys"),
+            "drop_seconds_with_startup": round(dropped.seconds, 2),
+            "peak_rss_mib_writing_the_jobs": peak_writing,
+            "rss_mib_at_verify_start": verified.rss_at_start,
+            "peak_rss_mib_during_verify": verified.peak_rss,
+            "rss_mib_at_drop_start": dropped.rss_at_start,
+            "peak_rss_mib_during_drop": dropped.peak_rss,
+        }
+    finally:
+        await redis.aclose()
+        stack.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--jobs", type=int, default=100_000)
+    args = parser.parse_args()
+    result = asyncio.run(run(args.jobs))
+    print(json.dumps(result, indent=2))
+    print(f"wrote {write_result('replay_jobs', result)}")
+
+
+if __name__ == "__main__":
+    main()

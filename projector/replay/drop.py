@@ -1,0 +1,84 @@
+"""`replay drop V`: delete a retired projection version, never the active one.
+
+The keys `job:V:*` are found with SCAN and deleted with UNLINK, a batch of `BATCH` keys per
+call: SCAN never blocks the server the way KEYS would, and UNLINK frees the memory in a
+background thread, so the live version keeps being served while a large one is dropped. On a
+cluster the keys of one UNLINK must share a slot: a batch is split by slot into one pipeline.
+
+When `projection:previous` names V it is deleted first, so that `rollback` can never switch
+reads to a version that is being, or has been, deleted. V's consumer group stays in Kafka; a
+later rebuild under the same name starts from its committed offsets unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from redis.asyncio.cluster import RedisCluster
+from redis.crc import key_slot
+
+from projector.redis_client import connect_redis
+from projector.replay import versions
+from projector.replay.progress import Progress
+from projector.settings import ProjectorSettings
+from projector.store import AnyRedis
+
+BATCH = versions.SCAN_COUNT
+
+
+def unlink_groups(keys: list[bytes], cluster: bool) -> list[list[bytes]]:
+    """The UNLINK calls of a batch: one on a server, one per slot on a cluster."""
+    if not cluster:
+        return [keys]
+    by_slot: dict[int, list[bytes]] = {}
+    for key in keys:
+        by_slot.setdefault(key_slot(key), []).append(key)
+    return list(by_slot.values())
+
+
+async def unlink_version(redis: AnyRedis, version: str, progress: Progress) -> int:
+    """Delete every job key of `version`; returns how many were removed."""
+    cluster = isinstance(redis, RedisCluster)
+    removed = 0
+    row = f"job:{version}:*"
+    progress.set_total(row, None)  # the row's clock starts with the scan
+    async for keys in versions.scan_keys(redis, versions.version_pattern(version), BATCH):
+        pipe: Any = redis.pipeline(transaction=False)
+        for group in unlink_groups(keys, cluster):
+            pipe.unlink(*group)
+        removed += sum(await pipe.execute(raise_on_error=True))
+        progress.update(row, removed)
+    return removed
+
+
+async def forget_previous(redis: AnyRedis, version: str) -> None:
+    if await versions.previous_version(redis) == version:
+        await redis.delete(versions.PREVIOUS_VERSION_KEY)
+        print(f"deleted {versions.PREVIOUS_VERSION_KEY} (it named {version}): no rollback to it")
+
+
+async def command(settings: ProjectorSettings, args: argparse.Namespace) -> int:
+    version: str = args.version
+    redis = await connect_redis(settings.redis_url)
+    try:
+        if version == await versions.active_version(redis):
+            print(f"refused: {version} is the active version; promote another one first")
+            return 1
+        await forget_previous(redis, version)
+        progress = Progress("keys")
+        started = time.monotonic()
+        try:
+            removed = await unlink_version(redis, version, progress)
+        finally:
+            progress.close()
+        seconds = time.monotonic() - started
+    finally:
+        await redis.aclose()
+    if not removed:
+        print(f"nothing to drop: no key matches job:{version}:*")
+        return 0
+    rate = removed / max(seconds, 1e-9)
+    print(f"dropped {version}: {removed:,} keys removed in {seconds:.1f} s, {rate:,.0f} keys/s")
+    return 0

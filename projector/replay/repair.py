@@ -1,0 +1,355 @@
+"""`replay job`: recompute one job from the topic, show how Redis differs, and repair it.
+
+Where its events are: CONTRACT §1 keys a record by the job id, so the default partitioner puts
+a job on its key's partition. Ids are accepted in any case and stored upper-case, but a producer
+keys with the id as it wrote it, and another case hashes to another partition: events the
+projector merged into the job would then be missed, and the write would drop them. So the
+partitions of the upper-case, the lower-case and the given form of `--id` are read (at most
+three); a producer keying in mixed case is found when `--id` is given in that case. Records
+whose key is the id in any case are kept; a record keyed otherwise breaks the contract and is
+not looked at.
+
+How far: from the partition's start to the greater of its end offset and the live group's
+committed offset, both taken *after* the stored hash was read. The hash holds only events the
+projector had fetched, which lie below that end: Apache Kafka's high watermark, or Tansu's
+short end that still names the last record batch (a fetch returns whole batches); the
+committed offset is the floor on any broker. So the recomputed state holds every event the
+projector merged, and writing it cannot lose one.
+
+The write is a Redis Function that replaces the hash only while its h, o, p still have the
+digest of what was read, and announces the change as the merge does. When the live projector
+merged meanwhile, it refuses; the hash is read again, the topic read on from where it stopped,
+and the write retried a few times.
+
+Exit status: 0 equal or repaired; 1 different under --dry-run (so scripts detect drift), no
+event found, a partition cut by retention, or a job that kept changing; 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import re
+import sys
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from itertools import chain
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from redis.asyncio.cluster import RedisCluster
+
+from contracts.events import TENANT_PATTERN, ULID_PATTERN, JobEvent
+from contracts.job_state import (
+    F_HEAD,
+    F_ORIGIN,
+    F_PUBLIC,
+    GROUP,
+    JobState,
+    change_channel,
+    decode_state,
+    encode_state,
+    job_key,
+)
+from projector.batch import Record, validate
+from projector.dead_letter import one_line
+from projector.fold import fold
+from projector.redis_client import connect_redis
+from projector.replay.diff import MAX_VALUE_CHARS, differences
+from projector.replay.topic import (
+    committed_offsets,
+    end_offsets,
+    open_consumer,
+    partition_for_key,
+    partitions_of,
+)
+from projector.replay.versions import active_version
+from projector.settings import ProjectorSettings
+from projector.store import AnyRedis
+
+MAX_ATTEMPTS = 5
+STALL_SECONDS = 30.0  # no record for this long while short of the target: give up
+SHOWN_INVALID = 5
+FIELDS = (F_HEAD, F_ORIGIN, F_PUBLIC)
+NAMES = ("redis", "topic")
+
+LIBRARY = "jobs_repair"
+REPLACE_FUNCTION = "job_replace_if_unchanged"
+# KEYS[1]: the job hash. ARGV: the digest of h, o, p as read ('' for an absent field, joined
+# by GROUP), the change channel, the public seq to announce, then the new fields and values.
+REPAIR_LIBRARY = f"""#!lua name={LIBRARY}
+local function replace_if_unchanged(keys, args)
+  local key = keys[1]
+  local cur = redis.call('HMGET', key, 'h', 'o', 'p')
+  local read = (cur[1] or '') .. '\\30' .. (cur[2] or '') .. '\\30' .. (cur[3] or '')
+  if redis.sha1hex(read) ~= args[1] then return 0 end
+  redis.call('DEL', key)
+  redis.call('HSET', key, unpack(args, 4))
+  redis.call('SPUBLISH', args[2], args[3])
+  return 1
+end
+
+redis.register_function('{REPLACE_FUNCTION}', replace_if_unchanged)
+"""
+
+
+async def command(settings: ProjectorSettings, args: argparse.Namespace) -> int:
+    job = job_to_repair(args.tenant, args.job_id)
+    if job is None:
+        return 2
+    redis = await connect_redis(settings.redis_url)
+    try:
+        version = args.version or await active_version(redis)
+        print(f"job {job.tenant}/{job.job_id}, version {version}")
+        if not args.dry_run:
+            await load_repair_function(redis)
+        group_id = f"{settings.kafka_group_id}.{version}"
+        async with open_consumer(settings.kafka_bootstrap_servers, group_id) as consumer:
+            try:
+                reader = await PartitionReader.open(consumer, settings.kafka_topic, job.keys)
+            except LookupError as error:  # the topic does not exist
+                print(f"KAFKA_TOPIC: {error}", file=sys.stderr)
+                return 2
+            return await _repair(redis, version, reader, job, args.dry_run)
+    except TimeoutError as error:
+        print(f"{error}; nothing written", file=sys.stderr)
+        return 1
+    finally:
+        await redis.aclose()
+
+
+@dataclass
+class TopicJob:
+    """One job as read so far from the topic: its events, and the records of its key that
+    were skipped."""
+
+    tenant: str
+    job_id: str
+    keys: list[bytes]  # the id upper-case first, then lower-case and as given
+    events: list[JobEvent] = field(default_factory=list)
+    found: Counter[int] = field(default_factory=Counter)  # events per partition
+    invalid: list[tuple[int, int, str]] = field(default_factory=list)  # partition, offset, why
+    others: int = 0  # valid events of this key for another tenant (or another job)
+
+    def add(self, record: Record) -> None:
+        if record.key is None or record.key.upper() != self.keys[0]:
+            return
+        event = validate(record)
+        if isinstance(event, str):
+            self.invalid.append((record.partition, record.offset, event))
+        elif event.tenant_id != self.tenant or event.job_id != self.job_id:
+            self.others += 1
+        else:
+            self.events.append(event)
+            self.found[record.partition] += 1
+
+    def state(self) -> JobState:
+        return fold(self.events)
+
+
+def job_to_repair(tenant: str, given_id: str) -> TopicJob | None:
+    """The job to repair, or None (with a message) when the input cannot name one."""
+    if not re.fullmatch(TENANT_PATTERN, tenant):
+        print(f"--tenant {tenant!r}: not a tenant id ({TENANT_PATTERN})", file=sys.stderr)
+        return None
+    if not re.fullmatch(ULID_PATTERN, given_id):
+        print(f"--id {given_id!r}: not a ULID (26 characters of base32)", file=sys.stderr)
+        return None
+    job_id = given_id.upper()
+    keys = list(dict.fromkeys(form.encode() for form in (job_id, given_id.lower(), given_id)))
+    return TopicJob(tenant, job_id, keys)
+
+
+class PartitionReader:
+    """Reads the partitions of a job's keys from their start, a bit further on each call."""
+
+    def __init__(
+        self, consumer: AIOKafkaConsumer, partition_count: int, starts: dict[TopicPartition, int]
+    ) -> None:
+        self.consumer = consumer
+        self.partition_count = partition_count  # of the topic
+        self.starts = starts  # each read partition's first offset
+        self.positions = dict(starts)
+
+    @classmethod
+    async def open(
+        cls, consumer: AIOKafkaConsumer, topic: str, keys: list[bytes]
+    ) -> PartitionReader:
+        count = len(await partitions_of(consumer, topic))
+        read = [
+            TopicPartition(topic, p) for p in sorted({partition_for_key(k, count) for k in keys})
+        ]
+        consumer.assign(read)
+        await consumer.seek_to_beginning(*read)
+        return cls(consumer, count, {tp: await consumer.position(tp) for tp in read})
+
+    @property
+    def truncated(self) -> list[TopicPartition]:
+        """Partitions that no longer start at 0: retention deleted their oldest events."""
+        return [tp for tp, start in self.starts.items() if start > 0]
+
+    async def read_on(self, job: TopicJob) -> None:
+        """Read each partition up to the greater of its end offset and the live group's
+        committed offset, taken now (see the module's docstring)."""
+        partitions = list(self.starts)
+        ends = await end_offsets(self.consumer, partitions)
+        committed = await committed_offsets(self.consumer, partitions)
+        targets = {tp: max(ends[tp], committed[tp]) for tp in partitions}
+        pending = [tp for tp in partitions if self.positions[tp] < targets[tp]]
+        last_record = time.monotonic()
+        while pending:
+            batch = await self.consumer.getmany(*pending, timeout_ms=500)
+            for records in batch.values():
+                for record in records:
+                    job.add(record)
+            if batch:
+                last_record = time.monotonic()
+            elif time.monotonic() - last_record > STALL_SECONDS:
+                short = ", ".join(
+                    f"partition {tp.partition} at {self.positions[tp]} of {targets[tp]}"
+                    for tp in pending
+                )
+                raise TimeoutError(f"no record for {STALL_SECONDS:.0f} s ({short})")
+            for tp in pending:
+                self.positions[tp] = await self.consumer.position(tp)
+            pending = [tp for tp in pending if self.positions[tp] < targets[tp]]
+
+
+async def _repair(
+    redis: AnyRedis, version: str, reader: PartitionReader, job: TopicJob, dry_run: bool
+) -> int:
+    key = job_key(version, job.tenant, job.job_id)
+    for _ in range(MAX_ATTEMPTS):
+        stored = await read_hash(redis, key)
+        await reader.read_on(job)
+        _print_found(reader, job)
+        outcome = await _compare_and_write(redis, version, reader, job, stored, dry_run)
+        if outcome is not None:
+            return outcome
+        print("the job changed in Redis meanwhile (a live merge): reading it again")
+    print(
+        f"gave up after {MAX_ATTEMPTS} attempts: the job keeps changing in Redis; nothing written"
+    )
+    return 1
+
+
+async def _compare_and_write(
+    redis: AnyRedis,
+    version: str,
+    reader: PartitionReader,
+    job: TopicJob,
+    stored: dict[bytes, bytes],
+    dry_run: bool,
+) -> int | None:
+    """The exit status, or None when the hash changed since it was read."""
+    if not job.events:
+        print("no event of this job on the topic: nothing written")
+        return 1
+    state = job.state()
+    lines = stored_differences(stored, state)
+    if not lines:
+        print("equal")
+        return 0
+    print("differs (redis = stored, topic = recomputed):")
+    for line in lines:
+        print(f"  {line}")
+    if dry_run:
+        print("dry run: nothing written")
+        return 1
+    if reader.truncated:
+        cut = ", ".join(
+            f"partition {tp.partition} at {reader.starts[tp]}" for tp in reader.truncated
+        )
+        print(f"the topic starts late ({cut}): it may miss events of this job; nothing written")
+        return 1
+    if not await replace_if_unchanged(redis, version, job.tenant, job.job_id, stored, state):
+        return None
+    print("written: Redis now holds the recomputed state")
+    return 0
+
+
+def _print_found(reader: PartitionReader, job: TopicJob) -> None:
+    for tp, start in reader.starts.items():
+        print(
+            f"partition {tp.partition} of {tp.topic} ({reader.partition_count} partitions): "
+            f"offsets {start}..{reader.positions[tp]} read, {job.found[tp.partition]} events "
+            "of this job"
+        )
+    if job.invalid:
+        print(f"{len(job.invalid)} records of this key are not valid events (skipped):")
+        for partition, offset, reason in job.invalid[:SHOWN_INVALID]:
+            print(f"  partition {partition} offset {offset}: {one_line(reason)}")
+    if job.others:
+        print(f"{job.others} events of this key belong to another tenant or job (skipped)")
+
+
+async def read_hash(redis: AnyRedis, key: str) -> dict[bytes, bytes]:
+    client: Any = redis
+    fields: dict[bytes, bytes] = await client.hgetall(key)
+    return fields
+
+
+def stored_differences(stored: Mapping[bytes, bytes], recomputed: JobState) -> list[str]:
+    """How the stored hash differs from the recomputed state, one line per field; empty when
+    equal. A hash damaged beyond decoding is shown raw; fields beyond h, o, p are listed."""
+    text = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in stored.items()}
+    extra = [f"field {name!r}: only in redis" for name in sorted(text) if name not in FIELDS]
+    try:
+        lines = differences(decode_state(text), recomputed, NAMES)
+    except ValueError as error:  # a malformed group, or a public event that is not one
+        encoded = encode_state(recomputed)
+        lines = [f"redis does not decode: {one_line(str(error))}"] + [
+            f"{name}: redis={_raw(text.get(name))} topic={_raw(encoded.get(name))}"
+            for name in FIELDS
+            if text.get(name) != encoded.get(name)
+        ]
+    return lines + extra
+
+
+def _raw(value: str | None) -> str:
+    return "absent" if value is None else repr(value)[:MAX_VALUE_CHARS]
+
+
+def digest(fields: Mapping[bytes, bytes]) -> str:
+    """The digest the repair function compares: SHA-1 of h, o, p as stored, '' for an absent
+    field, joined by GROUP."""
+    joined = GROUP.encode().join(fields.get(name.encode(), b"") for name in FIELDS)
+    return hashlib.sha1(joined, usedforsecurity=False).hexdigest()
+
+
+async def load_repair_function(redis: AnyRedis) -> None:
+    """Load (or replace) the repair library; on a cluster, on every primary."""
+    if isinstance(redis, RedisCluster):
+        await redis.execute_command(
+            "FUNCTION", "LOAD", "REPLACE", REPAIR_LIBRARY, target_nodes=RedisCluster.PRIMARIES
+        )
+    else:
+        await redis.function_load(REPAIR_LIBRARY, replace=True)
+
+
+async def replace_if_unchanged(
+    redis: AnyRedis,
+    version: str,
+    tenant: str,
+    job_id: str,
+    read: Mapping[bytes, bytes],
+    state: JobState,
+) -> bool:
+    """Replace the job's hash with `state` if it still is what `read` saw, and announce the
+    change (payload: the public seq, 0 without one, as the merge does). False: it changed."""
+    announced = 0 if state.public is None else state.public.seq
+    values = chain.from_iterable(encode_state(state).items())
+    channel = change_channel(version, tenant, job_id)
+    client: Any = redis
+    replaced = await client.fcall(
+        REPLACE_FUNCTION,
+        1,
+        job_key(version, tenant, job_id),
+        digest(read),
+        channel,
+        announced,
+        *values,
+    )
+    return bool(replaced)
