@@ -3,7 +3,9 @@
 - raw: aiokafka `getmany` over the topic, no processing (the ceiling), for 5 s or more;
 - naive: a per-message FastStream handler validating each event and writing it to Redis
   with one command (what a careful team writes first);
-- ours: `python -m projector run`, measured by its committed offsets.
+- ours: `python -m projector run`, measured by its committed offsets;
+- rebuild: `python -m projector replay build` of the same topic into another version, as the
+  command reports it (from its first fetch to its last commit).
 
 Each is timed over its steady window: from its first event, excluding start-up and the
 group join. `python -m bench.projector [--events N --jobs J]`.
@@ -14,6 +16,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import re
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -121,6 +127,22 @@ async def measure_ours(
         projector.stop()
 
 
+def measure_build(env: dict[str, str]) -> float:
+    """Events/s of `replay build --from-beginning`, from its own report."""
+    command = ["replay", "build", "--version", "bench-build", "--from-beginning"]
+    done = subprocess.run(
+        [sys.executable, "-m", "projector", *command],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    found = re.search(r"([\d,]+) events/s", done.stdout)
+    if found is None:
+        raise RuntimeError(f"no rate in the build's report:\n{done.stdout}\n{done.stderr}")
+    return float(found.group(1).replace(",", ""))
+
+
 async def run(events: int, jobs: int, naive_window: float) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="bench-projector-"))
     stack = start_stack(workdir)
@@ -145,6 +167,8 @@ async def run(events: int, jobs: int, naive_window: float) -> dict[str, Any]:
             env, workdir, stack.kafka_bootstrap, topic, len(records), "jobs-projector.bench"
         )
         print(f"projector: {ours:,.0f} events/s; RSS at 10/50/100 %: {rss} MiB", flush=True)
+        build = measure_build(env)
+        print(f"replay build: {build:,.0f} events/s = {build / ours:.0%} of the projector")
         redis = Redis.from_url(stack.redis_url)
         stored = sum([1 async for _ in redis.scan_iter(match="job:bench:*", count=5000)])
         await redis.aclose()
@@ -158,6 +182,8 @@ async def run(events: int, jobs: int, naive_window: float) -> dict[str, Any]:
             "projector_vs_raw": ours / raw,
             "projector_vs_naive": ours / naive,
             "projector_rss_mib_at_10_50_100_percent": rss,
+            "replay_build_events_per_s": build,
+            "replay_build_vs_projector": build / ours,
         }
     finally:
         stack.stop()

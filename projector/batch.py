@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
@@ -123,16 +124,42 @@ class PreparedBatch:
 
 def prepare(records: Sequence[Record]) -> PreparedBatch:
     """Validate every record once and fold the valid ones per job. Pure: never fails."""
-    fold = BatchFold()
+    fold, dead = BatchFold(), list[tuple[Record, str]]()
+    _fold_records(records, fold, dead)
+    return PreparedBatch(records, dead, *fold.packed())
+
+
+# Records validated (or jobs encoded) between two yields to the event loop in
+# `prepare_cooperatively`: about 3-5 ms of work here.
+RECORDS_PER_SLICE = 500
+
+
+async def prepare_cooperatively(records: Sequence[Record]) -> PreparedBatch:
+    """`prepare`, yielding to the event loop every few milliseconds: the previous batch's
+    write (sending it, reading Redis's replies, committing) then progresses while this one
+    is prepared. Without the yields it would wait, unsent, whenever the next batch comes
+    from the consumer's buffer without a suspension (measured: 45k against 77k events/s)."""
+    fold, dead = BatchFold(), list[tuple[Record, str]]()
+    for start in range(0, len(records), RECORDS_PER_SLICE):
+        _fold_records(records[start : start + RECORDS_PER_SLICE], fold, dead)
+        await asyncio.sleep(0)
+    packed: list[str] = []
+    for part in fold.packed_slices(RECORDS_PER_SLICE):
+        packed.extend(part)
+        await asyncio.sleep(0)
+    return PreparedBatch(records, dead, fold.jobs(), packed)
+
+
+def _fold_records(
+    records: Sequence[Record], fold: BatchFold, dead: list[tuple[Record, str]]
+) -> None:
     add = fold.add  # bound once: this loop runs for every event
-    dead: list[tuple[Record, str]] = []
     for record in records:
         event = validate(record)
         if type(event) is str:
             dead.append((record, event))
         else:
             add(event)  # type: ignore[arg-type]  # a JobEvent
-    return PreparedBatch(records, dead, *fold.packed())
 
 
 class BatchProjector:
@@ -173,7 +200,7 @@ class BatchProjector:
         if not records:
             return
         try:
-            batch = prepare(records)
+            batch = await prepare_cooperatively(records)
         except Exception as error:  # a bug, not bad input: never skip past it
             log.exception("batch of %d records not prepared (%s); rewinding", len(records), error)
             await self.settle()
@@ -225,3 +252,13 @@ def rewind(consumer: OffsetControl, records: Sequence[Record]) -> None:
             consumer.seek(tp, offset)
         except Exception:  # revoked by a rebalance: its new owner starts from the commit
             log.info("partition %s no longer assigned; not rewound", tp)
+
+
+def tune_garbage_collector() -> None:
+    """A batch allocates thousands of short-lived, acyclic objects (events, dicts, strings)
+    that reference counting frees; the cyclic collector, triggered every 700 allocations by
+    default, kept re-scanning them and took about 40 % of the CPU per event (measured:
+    11.5 against 20.1 us per event for validate + fold + encode). Collections stay on, rarer,
+    and what start-up built is left out of them."""
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 100)

@@ -10,7 +10,7 @@ commutative and idempotent, so delivery order and duplicates cannot change a pro
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import TypeVar
 
@@ -187,12 +187,22 @@ class BatchFold:
             for ref, seen in self._jobs.items()
         }
 
+    def jobs(self) -> list[JobRef]:
+        return list(self._jobs)
+
     def packed(self) -> tuple[list[JobRef], list[str]]:
         """The jobs and their packed deltas, as `pack_delta(fold(events))` per job."""
-        jobs = self._jobs
-        return list(jobs), [
-            seen.packed()
-            if type(seen) is _Winners
-            else packed_delta(seen, seen, seen if surfaces(seen) else None)  # type: ignore[arg-type]
-            for seen in jobs.values()
-        ]
+        return self.jobs(), [_packed(seen) for seen in self._jobs.values()]
+
+    def packed_slices(self, size: int) -> Iterator[list[str]]:
+        """`packed()[1]` in slices of `size` jobs, for a caller that yields between them."""
+        seen = list(self._jobs.values())
+        for start in range(0, len(seen), size):
+            yield [_packed(one) for one in seen[start : start + size]]
+
+
+def _packed(seen: JobEvent | _Winners) -> str:
+    if type(seen) is _Winners:
+        return seen.packed()
+    event: JobEvent = seen  # type: ignore[assignment]  # not _Winners: a JobEvent
+    return packed_delta(event, event, event if surfaces(event) else None)

@@ -105,14 +105,18 @@ redis.register_function('{MERGE_FUNCTION}', job_merge)
 AnyRedis = Redis | RedisCluster
 
 
-async def load_merge_function(redis: AnyRedis) -> None:
-    """Load (or replace) the merge library; on a cluster, on every primary."""
+async def load_library(redis: AnyRedis, code: str) -> None:
+    """Load (or replace) a Redis Function library; on a cluster, on every primary."""
     if isinstance(redis, RedisCluster):
         await redis.execute_command(
-            "FUNCTION", "LOAD", "REPLACE", MERGE_LIBRARY, target_nodes=RedisCluster.PRIMARIES
+            "FUNCTION", "LOAD", "REPLACE", code, target_nodes=RedisCluster.PRIMARIES
         )
     else:
-        await redis.function_load(MERGE_LIBRARY, replace=True)
+        await redis.function_load(code, replace=True)
+
+
+async def load_merge_function(redis: AnyRedis) -> None:
+    await load_library(redis, MERGE_LIBRARY)
 
 
 # Jobs per FCALL: large enough to amortise the client's per-command cost, small enough that

@@ -17,8 +17,9 @@ import logging
 import time
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import CommitFailedError
 
-from projector.batch import Backoff, BatchProjector, Record
+from projector.batch import Backoff, BatchProjector, Record, tune_garbage_collector
 from projector.redis_client import connect_redis
 from projector.replay.progress import Progress
 from projector.replay.topic import committed_offsets, end_offsets, open_consumer, partitions_of
@@ -26,6 +27,9 @@ from projector.settings import ProjectorSettings
 from projector.store import ProjectionStore, load_merge_function
 
 log = logging.getLogger("projector.replay.build")
+
+# A pending partition that yields nothing for this long has no records up to its reported end.
+QUIET_SECONDS = 3.0
 
 
 class SkippedPoison:
@@ -38,6 +42,30 @@ class SkippedPoison:
         self, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
     ) -> None:
         self.count += 1
+
+
+class GroupInUse(Exception):
+    """The group refused our commits: it has members, a live projector of this version."""
+
+
+class GroupOffsets:
+    """The consumer's commit and seek for `BatchProjector`, remembering a refused commit:
+    the projector retries every failure as transient, but a group with live members refuses
+    a commit from outside it every time."""
+
+    def __init__(self, consumer: AIOKafkaConsumer) -> None:
+        self._consumer = consumer
+        self.refused = False
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        try:
+            await self._consumer.commit(offsets)
+        except CommitFailedError:
+            self.refused = True
+            raise
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        self._consumer.seek(partition, offset)
 
 
 async def command(settings: ProjectorSettings, args: argparse.Namespace) -> int:
@@ -58,22 +86,29 @@ async def command(settings: ProjectorSettings, args: argparse.Namespace) -> int:
             for tp in partitions:
                 print(f"  partition {tp.partition}: offsets {starts[tp]} .. {ends[tp]}")
             poison = SkippedPoison()
+            tune_garbage_collector()
             started = time.monotonic()
-            events = await _project(
-                consumer,
-                BatchProjector(
-                    ProjectionStore(redis, version).merge_packed,
-                    poison,
-                    Backoff(cap=settings.retry_backoff_max_seconds),
-                ),
-                starts,
-                ends,
-                settings.batch_max_records,
-            )
-            elapsed = time.monotonic() - started
+            try:
+                events, rate = await _project(
+                    consumer,
+                    BatchProjector(
+                        ProjectionStore(redis, version).merge_packed,
+                        poison,
+                        Backoff(cap=settings.retry_backoff_max_seconds),
+                    ),
+                    starts,
+                    ends,
+                    settings.batch_max_records,
+                )
+            except GroupInUse:
+                print(
+                    f"not built: group {group} has members (is a projector of version "
+                    f"{version} running?); stop them, or build another version"
+                )
+                return 1
     finally:
         await redis.aclose()
-    rate = events / elapsed if elapsed > 0 else 0.0
+    elapsed = time.monotonic() - started
     print(
         f"built {version}: {events:,} events ({poison.count:,} poison skipped) "
         f"in {elapsed:.1f} s, {rate:,.0f} events/s; group {group} committed at the end offsets"
@@ -87,18 +122,27 @@ async def _project(
     starts: dict[TopicPartition, int],
     ends: dict[TopicPartition, int],
     max_records: int,
-) -> int:
-    """Fetch and project until every partition is committed at its end offset; the events
-    projected (a batch retried after an error counts once)."""
+) -> tuple[int, float]:
+    """Fetch and project until every partition is committed at its end offset. Returns the
+    events projected (a batch retried after an error counts once) and the events/s from the
+    first fetch to the last commit (connecting and the first fetch excluded, as the live
+    projector's rate excludes its group join)."""
+    offsets = GroupOffsets(consumer)
     progress = Progress("events")
     for tp, start in starts.items():
         consumer.seek(tp, start)
         progress.set_total(_row(tp), max(0, ends[tp] - start))
     pending = [tp for tp in starts if starts[tp] < ends[tp]]
     projected: dict[TopicPartition, int] = dict(starts)
+    first_fetch: float | None = None
+    before_window = 0
+    quiet_since = time.monotonic()
     try:
         while pending:
             fetched = await consumer.getmany(*pending, timeout_ms=500, max_records=max_records)
+            if first_fetch is None and fetched:
+                first_fetch = time.monotonic()
+                before_window = sum(len(part) for part in fetched.values())
             records: list[Record] = []
             for tp, part in fetched.items():
                 # Whole fetches, also past the end taken at start: Tansu reports an end short
@@ -108,14 +152,39 @@ async def _project(
                 if part:
                     projected[tp] = max(projected[tp], part[-1].offset + 1)
                     progress.update(_row(tp), min(ends[tp], projected[tp]) - starts[tp])
-            await projector.handle(records, consumer)
+            await projector.handle(records, offsets)
             pending = [tp for tp in pending if await consumer.position(tp) < ends[tp]]
+            if fetched:
+                quiet_since = time.monotonic()
+            elif pending and time.monotonic() - quiet_since > QUIET_SECONDS:
+                await _give_up_waiting(consumer, pending, ends)
+                pending = []
             if not pending and not await projector.settle():
                 pending = [tp for tp in starts if await consumer.position(tp) < ends[tp]]
+                quiet_since = time.monotonic()
+            if offsets.refused:
+                raise GroupInUse()
     finally:
         await projector.close()
         progress.close()
-    return sum(projected[tp] - starts[tp] for tp in starts)
+    elapsed = 0.0 if first_fetch is None else time.monotonic() - first_fetch
+    events = sum(projected[tp] - starts[tp] for tp in starts)
+    return events, (events - before_window) / elapsed if elapsed > 0 else 0.0
+
+
+async def _give_up_waiting(
+    consumer: AIOKafkaConsumer, pending: list[TopicPartition], ends: dict[TopicPartition, int]
+) -> None:
+    """Only a broker that reported an end beyond its records gets here (Tansu does for an
+    empty partition): what it has was read."""
+    for tp in pending:
+        log.warning(
+            "partition %d: no record past offset %d although the broker reported %d as its "
+            "end; stopping there",
+            tp.partition,
+            await consumer.position(tp),
+            ends[tp],
+        )
 
 
 def _row(tp: TopicPartition) -> str:

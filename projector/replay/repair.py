@@ -39,7 +39,6 @@ from itertools import chain
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from redis.asyncio.cluster import RedisCluster
 
 from contracts.events import TENANT_PATTERN, ULID_PATTERN, JobEvent
 from contracts.job_state import (
@@ -67,7 +66,7 @@ from projector.replay.topic import (
 )
 from projector.replay.versions import active_version
 from projector.settings import ProjectorSettings
-from projector.store import AnyRedis
+from projector.store import AnyRedis, load_library
 
 MAX_ATTEMPTS = 5
 STALL_SECONDS = 30.0  # no record for this long while short of the target: give up
@@ -320,13 +319,7 @@ def digest(fields: Mapping[bytes, bytes]) -> str:
 
 
 async def load_repair_function(redis: AnyRedis) -> None:
-    """Load (or replace) the repair library; on a cluster, on every primary."""
-    if isinstance(redis, RedisCluster):
-        await redis.execute_command(
-            "FUNCTION", "LOAD", "REPLACE", REPAIR_LIBRARY, target_nodes=RedisCluster.PRIMARIES
-        )
-    else:
-        await redis.function_load(REPAIR_LIBRARY, replace=True)
+    await load_library(redis, REPAIR_LIBRARY)
 
 
 async def replace_if_unchanged(

@@ -21,7 +21,6 @@ async def open_consumer(
         group_id=group_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
-        max_partition_fetch_bytes=4 << 20,
     )
     await consumer.start()
     try:

@@ -48,7 +48,7 @@ from projector.replay import topic, versions
 from projector.replay.diff import differences
 from projector.replay.progress import Progress
 from projector.settings import ProjectorSettings
-from projector.store import AnyRedis
+from projector.store import AnyRedis, load_library
 
 T = TypeVar("T")
 
@@ -85,13 +85,7 @@ MISSING_IN_A, MISSING_IN_B, FIELDS_DIFFER = "missing in A", "missing in B", "fie
 
 
 async def load_digest_function(redis: AnyRedis) -> None:
-    """Load (or replace) the digest library; on a cluster, on every primary."""
-    if isinstance(redis, RedisCluster):
-        await redis.execute_command(
-            "FUNCTION", "LOAD", "REPLACE", DIGEST_LIBRARY, target_nodes=RedisCluster.PRIMARIES
-        )
-    else:
-        await redis.function_load(DIGEST_LIBRARY, replace=True)
+    await load_library(redis, DIGEST_LIBRARY)
 
 
 def call_groups(keys: list[str], cluster: bool) -> list[list[int]]:

@@ -110,34 +110,57 @@ async def test_build_projects_the_topic_and_leaves_the_group_where_run_continues
     await assert_projection_equals_fold(replay_redis, "rebuilt", events + later)
 
 
-async def test_promote_refuses_an_empty_or_lagging_version_and_rollback_returns(
-    kafka_bootstrap: str, topic: str, replay_redis_url: str, replay_redis: Redis
+async def test_build_refuses_a_version_whose_projector_is_running(
+    kafka_bootstrap: str,
+    topic: str,
+    replay_redis_url: str,
+    replay_redis: Redis,
+    version: str,
+    tmp_path: Path,
+    processes: list[LocalProcess],
 ) -> None:
+    events = job_events(jobs=30)
+    await produce(kafka_bootstrap, topic, events)
+    env = projector_env(kafka_bootstrap, topic, replay_redis_url, version)
+    processes.append(spawn(env, tmp_path))
+    await wait_until_caught_up(kafka_bootstrap, topic, version, len(events))
+
+    done = await asyncio.to_thread(replay, env, "build", "--version", version, "--from-beginning")
+
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"group jobs-projector.{version} has members" in done.stdout
+
+
+async def test_promote_refuses_an_empty_or_lagging_version_and_rollback_returns(
+    kafka_bootstrap: str, topic: str, replay_redis_url: str, replay_redis: Redis, version: str
+) -> None:
+    old, new = f"{version}-old", f"{version}-new"  # groups of this test alone
     events = job_events(jobs=10)
     await produce(kafka_bootstrap, topic, events)
-    env = projector_env(kafka_bootstrap, topic, replay_redis_url, "v1")
+    env = projector_env(kafka_bootstrap, topic, replay_redis_url, old)
 
     empty = replay(env, "promote", "never-built")
     assert empty.returncode == 1
     assert "has no jobs" in empty.stdout
-    ok(replay(env, "build", "--version", "v1", "--from-beginning"))
-    ok(replay(env, "build", "--version", "v2", "--from-beginning"))
-    assert "-> v2" in ok(replay(env, "promote", "v2"))
-    assert await replay_redis.get(ACTIVE_VERSION_KEY) == b"v2"
-    # More events arrive; v1's group has not consumed them: it lags.
+    ok(replay(env, "build", "--version", old, "--from-beginning"))
+    ok(replay(env, "build", "--version", new, "--from-beginning"))
+    ok(replay(env, "promote", old))
+    assert f"{old} -> {new}" in ok(replay(env, "promote", new))
+    assert await replay_redis.get(ACTIVE_VERSION_KEY) == new.encode()
+    # More events arrive; the old version's group has not consumed them: it lags.
     await produce(kafka_bootstrap, topic, job_events(jobs=5, tenant_ids=("initech",)))
-    lagging = replay(env, "promote", "v1", "--max-lag", "0")
+    lagging = replay(env, "promote", old, "--max-lag", "0")
     assert lagging.returncode == 1
     assert "lags by" in lagging.stdout
-    assert await replay_redis.get(ACTIVE_VERSION_KEY) == b"v2"
+    assert await replay_redis.get(ACTIVE_VERSION_KEY) == new.encode()
     status = ok(replay(env, "status"))
     lines = {line.split()[0]: line for line in status.splitlines()[1:]}
-    assert "(active)" in lines["v2"]
-    assert "(previous)" in lines["v1"]
-    assert lines["v1"].split()[2] == str(len({(e.tenant_id, e.job_id) for e in events}))
-    assert "v2 -> v1" in ok(replay(env, "promote", "v1", "--max-lag", "0", "--force"))
-    assert "v1 -> v2" in ok(replay(env, "rollback"))
-    assert await replay_redis.get(ACTIVE_VERSION_KEY) == b"v2"
+    assert "(active)" in lines[new]
+    assert "(previous)" in lines[old]
+    assert lines[old].split()[2] == str(len({(e.tenant_id, e.job_id) for e in events}))
+    assert f"{new} -> {old}" in ok(replay(env, "promote", old, "--max-lag", "0", "--force"))
+    assert f"{old} -> {new}" in ok(replay(env, "rollback"))
+    assert await replay_redis.get(ACTIVE_VERSION_KEY) == new.encode()
 
 
 # --- the runbook ---------------------------------------------------------------------------
@@ -199,17 +222,20 @@ async def test_the_runbook_rebuild_verify_promote_rollback_drop_never_fails_a_re
     topic: str,
     replay_redis_url: str,
     replay_redis: Redis,
+    version: str,
     tmp_path: Path,
     processes: list[LocalProcess],
 ) -> None:
     first = job_events(jobs=200)
     arriving = job_events(jobs=100, tenant_ids=("initech",))
-    v1_env = projector_env(kafka_bootstrap, topic, replay_redis_url, "v1")
-    v2_env = projector_env(kafka_bootstrap, topic, replay_redis_url, "v2")
+    v1, v2 = f"{version}-1", f"{version}-2"  # groups of this test alone
+    v1_env = projector_env(kafka_bootstrap, topic, replay_redis_url, v1)
+    v2_env = projector_env(kafka_bootstrap, topic, replay_redis_url, v2)
     await produce(kafka_bootstrap, topic, first)
-    v1 = spawn(v1_env, tmp_path, "projector-v1")
-    processes.append(v1)
-    await wait_until_caught_up(kafka_bootstrap, topic, "v1", len(first))
+    v1_projector = spawn(v1_env, tmp_path, "projector-v1")
+    processes.append(v1_projector)
+    await wait_until_caught_up(kafka_bootstrap, topic, v1, len(first))
+    ok(await asyncio.to_thread(replay, v1_env, "promote", v1))
     api_env = {**stack.env(), "REDIS_URL": replay_redis_url, "JWT_SECRET": SECRET}
     api = start_api(api_env, tmp_path)
     processes.append(api)
@@ -221,37 +247,37 @@ async def test_the_runbook_rebuild_verify_promote_rollback_drop_never_fails_a_re
     try:
         # Rebuild v2 beside v1 while v1 serves and events keep arriving.
         arrival = asyncio.create_task(produce_slowly(kafka_bootstrap, topic, arriving))
-        ok(await asyncio.to_thread(replay, v1_env, "build", "--version", "v2", "--from-beginning"))
+        ok(await asyncio.to_thread(replay, v1_env, "build", "--version", v2, "--from-beginning"))
         processes.append(spawn(v2_env, tmp_path, "projector-v2"))
         await arrival
         total = len(first) + len(arriving)
-        await wait_until_caught_up(kafka_bootstrap, topic, "v1", total)
-        await wait_until_caught_up(kafka_bootstrap, topic, "v2", total)
-        await assert_projection_equals_fold(replay_redis, "v2", first + arriving)
+        await wait_until_caught_up(kafka_bootstrap, topic, v1, total)
+        await wait_until_caught_up(kafka_bootstrap, topic, v2, total)
+        await assert_projection_equals_fold(replay_redis, v2, first + arriving)
 
         # A job lost from v1 by hand: verify names it.
-        await replay_redis.delete(job_key("v1", *damaged))
-        verdict = await asyncio.to_thread(replay, v1_env, "verify", "--from", "v1", "--to", "v2")
+        await replay_redis.delete(job_key(v1, *damaged))
+        verdict = await asyncio.to_thread(replay, v1_env, "verify", "--from", v1, "--to", v2)
         assert verdict.returncode == 1, verdict.stdout + verdict.stderr
         assert damaged[1] in verdict.stdout
         assert await status_of(base_url, *damaged) == 404
 
         # Promote: reads now come from v2 (where the damaged job exists).
-        ok(await asyncio.to_thread(replay, v1_env, "promote", "v2"))
+        ok(await asyncio.to_thread(replay, v1_env, "promote", v2))
         await asyncio.sleep(1.5)  # the api trusts the active version for a second
         assert await status_of(base_url, *damaged) == 200
         # Roll back, and forward again.
         ok(await asyncio.to_thread(replay, v1_env, "rollback"))
         await asyncio.sleep(1.5)
         assert await status_of(base_url, *damaged) == 404
-        ok(await asyncio.to_thread(replay, v1_env, "promote", "v2"))
+        ok(await asyncio.to_thread(replay, v1_env, "promote", v2))
         await asyncio.sleep(1.5)
         assert await status_of(base_url, *damaged) == 200
 
         # Retire v1.
-        v1.stop()
-        ok(await asyncio.to_thread(replay, v1_env, "drop", "v1"))
-        assert [k async for k in replay_redis.scan_iter(match=job_key_pattern("v1"))] == []
+        v1_projector.stop()
+        ok(await asyncio.to_thread(replay, v1_env, "drop", v1))
+        assert [k async for k in replay_redis.scan_iter(match=job_key_pattern(v1))] == []
         await asyncio.sleep(0.5)
     finally:
         await reader.stop()
