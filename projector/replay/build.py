@@ -28,9 +28,6 @@ from projector.store import ProjectionStore, load_merge_function
 
 log = logging.getLogger("projector.replay.build")
 
-# A pending partition that yields nothing for this long has no records up to its reported end.
-QUIET_SECONDS = 3.0
-
 
 class SkippedPoison:
     """A dead-letter sink that only counts: a rebuild does not dead-letter records again."""
@@ -132,36 +129,34 @@ async def _project(
     for tp, start in starts.items():
         consumer.seek(tp, start)
         progress.set_total(_row(tp), max(0, ends[tp] - start))
-    pending = [tp for tp in starts if starts[tp] < ends[tp]]
+    pending = list(starts)  # each until its end is confirmed by a fetch response, and reached
     projected: dict[TopicPartition, int] = dict(starts)
     first_fetch: float | None = None
     before_window = 0
-    quiet_since = time.monotonic()
+    confirmed: set[TopicPartition] = set()
     try:
         while pending:
             fetched = await consumer.getmany(*pending, timeout_ms=500, max_records=max_records)
+            _confirm_ends(consumer, pending, ends, confirmed, progress, starts)
             if first_fetch is None and fetched:
                 first_fetch = time.monotonic()
                 before_window = sum(len(part) for part in fetched.values())
             records: list[Record] = []
             for tp, part in fetched.items():
-                # Whole fetches, also past the end taken at start: Tansu reports an end short
-                # of the last record batch, and what is past the end is projected by the live
+                # Whole fetches, also past the end: what is past it is projected by the live
                 # projector anyway (merges are idempotent).
                 records.extend(part)
                 if part:
                     projected[tp] = max(projected[tp], part[-1].offset + 1)
                     progress.update(_row(tp), min(ends[tp], projected[tp]) - starts[tp])
             await projector.handle(records, offsets)
-            pending = [tp for tp in pending if await consumer.position(tp) < ends[tp]]
-            if fetched:
-                quiet_since = time.monotonic()
-            elif pending and time.monotonic() - quiet_since > QUIET_SECONDS:
-                await _give_up_waiting(consumer, pending, ends)
-                pending = []
+            pending = [
+                tp
+                for tp in pending
+                if tp not in confirmed or await consumer.position(tp) < ends[tp]
+            ]
             if not pending and not await projector.settle():
                 pending = [tp for tp in starts if await consumer.position(tp) < ends[tp]]
-                quiet_since = time.monotonic()
             if offsets.refused:
                 raise GroupInUse()
     finally:
@@ -172,19 +167,27 @@ async def _project(
     return events, (events - before_window) / elapsed if elapsed > 0 else 0.0
 
 
-async def _give_up_waiting(
-    consumer: AIOKafkaConsumer, pending: list[TopicPartition], ends: dict[TopicPartition, int]
+def _confirm_ends(
+    consumer: AIOKafkaConsumer,
+    pending: list[TopicPartition],
+    ends: dict[TopicPartition, int],
+    confirmed: set[TopicPartition],
+    progress: Progress,
+    starts: dict[TopicPartition, int],
 ) -> None:
-    """Only a broker that reported an end beyond its records gets here (Tansu does for an
-    empty partition): what it has was read."""
+    """Raise each partition's end to the high watermark of its first fetch response.
+
+    ListOffsets can fall short: Tansu answers one past the base offset of the last record
+    batch. Fetch responses carry the true high watermark; the first one seen is the end as
+    it was at start (later ones include what arrived since, the live projector's part)."""
     for tp in pending:
-        log.warning(
-            "partition %d: no record past offset %d although the broker reported %d as its "
-            "end; stopping there",
-            tp.partition,
-            await consumer.position(tp),
-            ends[tp],
-        )
+        if tp in confirmed:
+            continue
+        highwater = consumer.highwater(tp)
+        if highwater is not None:
+            ends[tp] = max(ends[tp], highwater)
+            progress.set_total(_row(tp), max(0, ends[tp] - starts[tp]))
+            confirmed.add(tp)
 
 
 def _row(tp: TopicPartition) -> str:

@@ -47,7 +47,7 @@ async def end_offsets(
 
     Apache Kafka reports the high watermark. Tansu 0.6 (the local stack) reports one past the
     base offset of the last record *batch*, which falls short when producers batch records;
-    a consumer that stops at these offsets then leaves the rest to the live projector.
+    the high watermark of a fetch response (`consumer.highwater`) is right on both.
     """
     ends: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
     return ends

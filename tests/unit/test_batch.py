@@ -100,10 +100,10 @@ async def test_the_batch_after_a_failed_one_is_rewound_with_it() -> None:
 async def test_an_unexpected_error_while_preparing_rewinds_instead_of_skipping(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    def broken(records: Any) -> Any:
+    async def broken(records: Any) -> Any:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(batch_module, "prepare", broken)
+    monkeypatch.setattr(batch_module, "prepare_cooperatively", broken)
     consumer = FakeConsumer()
     await projector(FakeStore(), FakeSink()).handle([record(3, GOOD)], consumer)
     assert consumer.commits == []
