@@ -3,7 +3,7 @@ SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 export UV_FROZEN := 1
 
-.PHONY: help install lint typecheck compose-check test test-unit run bench-projector bench-read schema
+.PHONY: help install lint typecheck compose-check test test-unit run bench-projector bench-read soak schema
 
 help:
 	@echo "make run        local stack: broker, redis, s3, projector, api, demo jobs"
@@ -47,3 +47,7 @@ bench-projector: install
 
 bench-read: install
 	$(UV) run python -m bench.read
+
+# Ten minutes of steady events and reads (not part of `make test`).
+soak: install
+	$(UV) run python -m bench.soak

