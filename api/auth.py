@@ -8,10 +8,12 @@ claims are cached per token until `min(exp, now + 60 s)`, in a bounded map.
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -112,10 +114,19 @@ class TokenVerifier:
         tenant = claims.get(config.tenant_claim)
         if not isinstance(tenant, str) or not _TENANT.fullmatch(tenant):
             raise Unauthenticated("The token names no tenant.", token_given=True)
-        return tenant, float(claims["exp"])
+        return tenant, _seconds(claims["exp"])
 
     def _remember(self, token: str, tenant: str, until: float) -> None:
         cache = self._cache
         cache[token] = (tenant, until)
         if len(cache) > CACHE_ENTRIES:
             cache.popitem(last=False)
+
+
+def _seconds(exp: Any) -> float:
+    """`exp` as PyJWT accepted it (anything `int()` takes: an integer of any size, a numeric
+    string). An integer beyond a double, e.g. 10**400, is later than any time: never an error."""
+    try:
+        return float(exp)
+    except OverflowError:
+        return math.inf

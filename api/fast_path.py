@@ -44,10 +44,10 @@ class FastJobReads:
             await self.app(scope, receive, send)
             return
         authorization = if_none_match = None
-        for name, value in scope["headers"]:
-            if name == b"authorization":
+        for name, value in scope["headers"]:  # the first of repeated headers, as the route
+            if name == b"authorization" and authorization is None:
                 authorization = value.decode("latin-1")
-            elif name == b"if-none-match":
+            elif name == b"if-none-match" and if_none_match is None:
                 if_none_match = value.decode("latin-1")
         try:
             tenant_id = services.verifier.tenant_of(authorization)

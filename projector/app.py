@@ -46,8 +46,9 @@ class KafkaDeadLetters:
             # retrying would stall the stream forever. Keep the key and the reason, say so.
             size = len(value or b"")
             note = [("dlq.value_dropped", f"{size} bytes, too large for {self._topic}".encode())]
+            # A record needs a key or a value: a keyless one keeps an empty value.
             delivered = await self._producer.send(
-                self._topic, value=None, key=key, headers=[*headers, *note]
+                self._topic, value=None if key else b"", key=key, headers=[*headers, *note]
             )
         await delivered
 
