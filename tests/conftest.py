@@ -15,6 +15,7 @@ import pytest
 from redis.asyncio import Redis
 
 from tests.stack import Stack, create_bucket, create_topics, start_stack
+from tests.stack.processes import LocalProcess, start_redis
 
 _running: list[Stack] = []
 
@@ -28,6 +29,30 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     finally:
         _running.remove(started)
         started.stop()
+
+
+@pytest.fixture
+def processes() -> Iterator[list[LocalProcess]]:
+    """The processes a test starts (projectors, an api, a broker); stopped after it."""
+    started: list[LocalProcess] = []
+    yield started
+    for process in reversed(started):
+        process.stop()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[LocalProcess]:
+    """A redis-server of this test alone, so that it can be frozen, paused or killed."""
+    server = start_redis(tmp_path)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def own_redis_client(own_redis: LocalProcess) -> AsyncIterator[Redis]:
+    client = Redis(port=own_redis.port, socket_timeout=30)
+    yield client
+    await client.aclose()
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,6 @@ import asyncio
 import json
 import random
 import time
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,7 @@ from tests.integration.projection import (
 )
 from tests.integration.support import committed_offsets, consume_all, end_offsets, eventually
 from tests.stack import Stack
-from tests.stack.processes import LocalProcess, free_port, start_redis
+from tests.stack.processes import LocalProcess, free_port
 from tests.stack.services import start_api
 
 pytestmark = pytest.mark.integration
@@ -44,28 +43,6 @@ SECRET = "chaos-test-secret-0123456789abcdef01"  # noqa: S105 - a test key
 JOBS = 4000
 CHUNK = 1000  # events per produce call
 PACE = 0.7  # seconds between chunks: about 20 s of stream
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[LocalProcess]:
-    server = start_redis(tmp_path)
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-async def own_redis_client(own_redis: LocalProcess) -> AsyncIterator[Redis]:
-    client = Redis(port=own_redis.port, socket_timeout=30)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-def processes() -> Iterator[list[LocalProcess]]:
-    started: list[LocalProcess] = []
-    yield started
-    for process in started:
-        process.stop()
 
 
 def shuffled_per_job_with_duplicates(events: list[JobEvent], seed: int) -> list[JobEvent]:

@@ -9,7 +9,6 @@ backs off), then the same broker again, and must end equal to the fold.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,14 +28,6 @@ from tests.stack import Stack, create_topics, s3_client
 from tests.stack.processes import LocalProcess, start_tansu
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def processes() -> Iterator[list[LocalProcess]]:
-    started: list[LocalProcess] = []
-    yield started
-    for process in reversed(started):
-        process.stop()
 
 
 def s3_storage_env(stack: Stack) -> dict[str, str]:

@@ -11,7 +11,6 @@ original key, value and headers, plus `dlq.*` headers naming the reason and the 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,19 +75,6 @@ class Sent:
         return ConsumerRecord(
             topic, self.partition, self.offset, 0, 0, self.key, self.value, None, 0, 0, []
         )
-
-
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    return tmp_path
-
-
-@pytest.fixture
-def projectors() -> Iterator[list[LocalProcess]]:
-    started: list[LocalProcess] = []
-    yield started
-    for process in started:
-        process.stop()
 
 
 def hostile_stream(valid: list[JobEvent]) -> list[Sent]:
@@ -165,8 +151,8 @@ async def test_a_hostile_stream_is_applied_or_dead_lettered_record_by_record(
     redis_url: str,
     redis: Redis,
     version: str,
-    workdir: Path,
-    projectors: list[LocalProcess],
+    tmp_path: Path,
+    processes: list[LocalProcess],
 ) -> None:
     valid = job_events(jobs=30)
     sent = await produce_all(kafka_bootstrap, topic, hostile_stream(valid))
@@ -175,7 +161,7 @@ async def test_a_hostile_stream_is_applied_or_dead_lettered_record_by_record(
     assert len(dead) > 100, "most hostile values are poison"
     assert any(s.hostile is not None for s in applied), "some hostile values are valid events"
 
-    projectors.append(spawn(projector_env(kafka_bootstrap, topic, redis_url, version), workdir))
+    processes.append(spawn(projector_env(kafka_bootstrap, topic, redis_url, version), tmp_path))
     await wait_until_caught_up(kafka_bootstrap, topic, version, len(sent), timeout=60)
 
     events = [JobEvent.model_validate_json(s.value) for s in applied if s.value is not None]
@@ -189,8 +175,8 @@ async def test_a_hostile_stream_is_applied_or_dead_lettered_record_by_record(
         assert_dead_letter_of(letter, by_source, topic)
     assert {dlq_source(letter) for letter in letters} == set(by_source)
 
-    assert projectors[0].process.poll() is None, "the projector is still running"
-    log = projectors[0].log_path.read_text()
+    assert processes[0].process.poll() is None, "the projector is still running"
+    log = processes[0].log_path.read_text()
     assert "not prepared" not in log, "no batch failed while being prepared"
     assert "not projected" not in log, "no batch was rewound"
 

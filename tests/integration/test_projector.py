@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -23,37 +22,9 @@ from tests.integration.projection import (
     wait_until_caught_up,
 )
 from tests.integration.support import consume_all, event_dict
-from tests.stack.processes import LocalProcess, start_redis
+from tests.stack.processes import LocalProcess
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    return tmp_path
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[LocalProcess]:
-    """A redis-server of this test alone, so that it can be frozen and paused."""
-    server = start_redis(tmp_path)
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-async def own_redis_client(own_redis: LocalProcess) -> AsyncIterator[Redis]:
-    client = Redis(port=own_redis.port, socket_timeout=30)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-def projectors() -> Iterator[list[LocalProcess]]:
-    started: list[LocalProcess] = []
-    yield started
-    for process in started:
-        process.stop()
 
 
 async def test_shuffled_and_duplicated_delivery_ends_equal_to_the_fold(
@@ -62,13 +33,13 @@ async def test_shuffled_and_duplicated_delivery_ends_equal_to_the_fold(
     redis_url: str,
     redis: Redis,
     version: str,
-    workdir: Path,
-    projectors: list[LocalProcess],
+    tmp_path: Path,
+    processes: list[LocalProcess],
 ) -> None:
     events = job_events(jobs=120)
     delivery = shuffled_with_duplicates(events)
     await produce(kafka_bootstrap, topic, delivery[: len(delivery) // 2])
-    projectors.append(spawn(projector_env(kafka_bootstrap, topic, redis_url, version), workdir))
+    processes.append(spawn(projector_env(kafka_bootstrap, topic, redis_url, version), tmp_path))
     await produce(kafka_bootstrap, topic, delivery[len(delivery) // 2 :])
     await wait_until_caught_up(kafka_bootstrap, topic, version, len(delivery))
     await assert_projection_equals_fold(redis, version, events)
@@ -99,15 +70,15 @@ async def test_each_kind_of_poison_reaches_the_dead_letter_topic_and_the_stream_
     redis_url: str,
     redis: Redis,
     version: str,
-    workdir: Path,
-    projectors: list[LocalProcess],
+    tmp_path: Path,
+    processes: list[LocalProcess],
 ) -> None:
     good = job_events(jobs=10)
     key = b"01JDQ8Z3M4W8K2V7T6R5N4P3Q2"
     # Poison first, then good events on the same partitions: later events still land.
     await produce_raw(kafka_bootstrap, topic, [(key, value) for _, value, _ in POISON])
     await produce(kafka_bootstrap, topic, good)
-    projectors.append(spawn(projector_env(kafka_bootstrap, topic, redis_url, version), workdir))
+    processes.append(spawn(projector_env(kafka_bootstrap, topic, redis_url, version), tmp_path))
     await wait_until_caught_up(kafka_bootstrap, topic, version, len(POISON) + len(good))
     await assert_projection_equals_fold(redis, version, good)
 
@@ -130,15 +101,15 @@ async def test_redis_frozen_for_seconds_loses_nothing(
     kafka_bootstrap: str,
     topic: str,
     version: str,
-    workdir: Path,
+    tmp_path: Path,
     own_redis: LocalProcess,
     own_redis_client: Redis,
-    projectors: list[LocalProcess],
+    processes: list[LocalProcess],
 ) -> None:
     redis_url = f"redis://127.0.0.1:{own_redis.port}/0"
     events = job_events(jobs=80)
     delivery = shuffled_with_duplicates(events, seed=11)
-    projectors.append(spawn(projector_env(kafka_bootstrap, topic, redis_url, version), workdir))
+    processes.append(spawn(projector_env(kafka_bootstrap, topic, redis_url, version), tmp_path))
     await produce(kafka_bootstrap, topic, delivery[:100])
     await asyncio.sleep(8)  # the group join takes about 5 s here
     own_redis.pause()
@@ -149,24 +120,24 @@ async def test_redis_frozen_for_seconds_loses_nothing(
         own_redis.resume()
     await wait_until_caught_up(kafka_bootstrap, topic, version, len(delivery))
     await assert_projection_equals_fold(own_redis_client, version, events)
-    assert projectors[0].process.poll() is None, "the projector rode through the freeze"
+    assert processes[0].process.poll() is None, "the projector rode through the freeze"
 
 
 async def test_projector_killed_while_a_batch_is_not_in_redis_restarts_to_the_fold(
     kafka_bootstrap: str,
     topic: str,
     version: str,
-    workdir: Path,
+    tmp_path: Path,
     own_redis: LocalProcess,
     own_redis_client: Redis,
-    projectors: list[LocalProcess],
+    processes: list[LocalProcess],
 ) -> None:
     redis_url = f"redis://127.0.0.1:{own_redis.port}/0"
     env = projector_env(kafka_bootstrap, topic, redis_url, version)
     events = job_events(jobs=60)
     delivery = shuffled_with_duplicates(events, seed=5)
     first, rest = delivery[:80], delivery[80:]
-    projectors.append(spawn(env, workdir, "projector-1"))
+    processes.append(spawn(env, tmp_path, "projector-1"))
     await produce(kafka_bootstrap, topic, first)
     await wait_until_caught_up(kafka_bootstrap, topic, version, len(first))
 
@@ -175,15 +146,15 @@ async def test_projector_killed_while_a_batch_is_not_in_redis_restarts_to_the_fo
     try:
         await produce(kafka_bootstrap, topic, rest)
         await asyncio.sleep(3)  # fetched and blocked on its merge
-        projectors[0].process.kill()
-        projectors[0].process.wait(timeout=10)
+        processes[0].process.kill()
+        processes[0].process.wait(timeout=10)
         assert await differing_jobs(own_redis_client, version, events), (
             "the kill landed while the batch was not in Redis"
         )
     finally:
         await own_redis_client.client_unpause()
 
-    projectors.append(spawn(env, workdir, "projector-2"))
+    processes.append(spawn(env, tmp_path, "projector-2"))
     await wait_until_caught_up(kafka_bootstrap, topic, version, len(delivery))
     await assert_projection_equals_fold(own_redis_client, version, events)
 
@@ -194,23 +165,23 @@ async def test_two_projectors_in_one_group_share_partitions_and_end_equal_to_the
     redis_url: str,
     redis: Redis,
     version: str,
-    workdir: Path,
-    projectors: list[LocalProcess],
+    tmp_path: Path,
+    processes: list[LocalProcess],
 ) -> None:
     env = projector_env(kafka_bootstrap, topic, redis_url, version)
     events = job_events(jobs=150)
     delivery = shuffled_with_duplicates(events, seed=3)
-    projectors.append(spawn(env, workdir, "projector-a"))
-    projectors.append(spawn(env, workdir, "projector-b"))
+    processes.append(spawn(env, tmp_path, "projector-a"))
+    processes.append(spawn(env, tmp_path, "projector-b"))
     await asyncio.sleep(12)  # both joined and the partitions split
     await produce(kafka_bootstrap, topic, delivery)
     await wait_until_caught_up(kafka_bootstrap, topic, version, len(delivery))
     await assert_projection_equals_fold(redis, version, events)
-    shares = [last_assignment(p.log_path.read_text()) for p in projectors]
+    shares = [last_assignment(p.log_path.read_text()) for p in processes]
     assert all(shares), f"each member owns partitions: {shares}"
     assert not shares[0] & shares[1], f"no partition is owned twice: {shares}"
     assert shares[0] | shares[1] == {0, 1, 2, 3}
-    assert all(p.process.poll() is None for p in projectors)
+    assert all(p.process.poll() is None for p in processes)
 
 
 def last_assignment(log: str) -> set[int]:

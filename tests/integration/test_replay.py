@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -54,14 +54,6 @@ async def replay_redis(replay_redis_url: str) -> AsyncIterator[Redis]:
     yield client
     await client.flushdb()
     await client.aclose()
-
-
-@pytest.fixture
-def processes() -> Iterator[list[LocalProcess]]:
-    started: list[LocalProcess] = []
-    yield started
-    for process in started:
-        process.stop()
 
 
 def replay(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
