@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -72,6 +72,15 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:
+        """The process is up."""
         return Response(b'{"status":"ok"}', media_type="application/json")
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz(request: Request) -> Response:
+        """Redis answers: reads can be served. A Redis error becomes the 503 of
+        `on_store_unavailable`, with Retry-After."""
+        services: Services = request.app.state.services
+        await services.reader.ping()
+        return Response(b'{"status":"ready"}', media_type="application/json")
 
     return app

@@ -38,6 +38,12 @@ class JobReader:
             self._version_until = now + self._version_ttl
         return self._version
 
+    async def ping(self) -> None:
+        """Raises the client's error when Redis does not answer (on a cluster: the node of
+        `projection:active`, the key every read needs)."""
+        redis = self.redis.client or await self.redis.connect()
+        await redis.exists(ACTIVE_VERSION_KEY)
+
     async def read(self, tenant_id: str, job_id: str) -> StoredJobFields:
         """The job's hash fields (empty when absent, or when it is another tenant's)."""
         version = await self.active_version()
