@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import murmur2
 
 from contracts.events import JobEvent
+from projector.replay.topic import partition_for_key
 from tests.integration.support import ulid
 
 RESULTS = Path(__file__).parent / "results"
@@ -90,7 +90,7 @@ async def produce_fast(
     try:
         by_partition: dict[int, list[tuple[bytes, bytes]]] = {p: [] for p in range(partitions)}
         for key, value in records:
-            by_partition[(murmur2(key) & 0x7FFFFFFF) % partitions].append((key, value))
+            by_partition[partition_for_key(key, partitions)].append((key, value))
         futures = []
         for partition, items in by_partition.items():
             batch = producer.create_batch()

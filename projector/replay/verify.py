@@ -149,10 +149,6 @@ def chunks(keys: list[bytes]) -> Iterator[list[bytes]]:
         yield keys[start : start + BATCH]
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def detail(fields_a: dict[str, str], fields_b: dict[str, str], names: tuple[str, str]) -> list[str]:
     """The field-by-field diff of two stored jobs; where a side does not decode, or both
     decode to the same state (only the encoding differs), the raw hash fields instead."""
@@ -300,8 +296,8 @@ class Comparison:
         for version in self.names:
             pipe.hgetall(job_key(version, *ref))
         raw_a, raw_b = await pipe.execute()
-        fields_a = {_text(k): _text(v) for k, v in raw_a.items()}
-        fields_b = {_text(k): _text(v) for k, v in raw_b.items()}
+        fields_a = {versions.text(k): versions.text(v) for k, v in raw_a.items()}
+        fields_b = {versions.text(k): versions.text(v) for k, v in raw_b.items()}
         return detail(fields_a, fields_b, self.names)
 
 

@@ -19,23 +19,24 @@ PREVIOUS_VERSION_KEY = "projection:previous"
 SCAN_COUNT = 1000
 
 
-def _text(value: bytes | str) -> str:
+def text(value: bytes | str) -> str:
+    """A Redis reply (bytes) or a name (str) as text."""
     return value.decode() if isinstance(value, bytes) else value
 
 
 async def active_version(redis: AnyRedis) -> str:
     value = await redis.get(ACTIVE_VERSION_KEY)
-    return DEFAULT_VERSION if value is None else _text(value)
+    return DEFAULT_VERSION if value is None else text(value)
 
 
 async def previous_version(redis: AnyRedis) -> str | None:
     value = await redis.get(PREVIOUS_VERSION_KEY)
-    return None if value is None else _text(value)
+    return None if value is None else text(value)
 
 
 def job_of_key(key: bytes | str) -> tuple[str, JobRef]:
     """`job:<version>:{<tenant>:<job_id>}` -> (version, (tenant, job_id))."""
-    _, version, tagged = _text(key).split(":", 2)
+    _, version, tagged = text(key).split(":", 2)
     tenant, job_id = tagged[1:-1].split(":", 1)
     return version, (tenant, job_id)
 
@@ -68,5 +69,5 @@ async def jobs_per_version(redis: AnyRedis) -> Counter[str]:
     counts: Counter[str] = Counter()
     async for keys in scan_keys(redis, "job:*"):
         for key in keys:
-            counts[_text(key).split(":", 2)[1]] += 1
+            counts[text(key).split(":", 2)[1]] += 1
     return counts

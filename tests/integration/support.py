@@ -9,9 +9,10 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
 from contracts.events import JobEvent
+from projector.replay.topic import partitions_of
 
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _counter = itertools.count(1)
@@ -71,7 +72,7 @@ async def consume_all(
     )
     await consumer.start()
     try:
-        partitions = await _partitions(consumer, topic)
+        partitions = await partitions_of(consumer, topic)
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         records: list[ConsumerRecord[bytes, bytes]] = []
@@ -85,16 +86,6 @@ async def consume_all(
         await consumer.stop()
 
 
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
-    for _ in range(50):
-        found = consumer.partitions_for_topic(topic)
-        if found:
-            return [TopicPartition(topic, p) for p in sorted(found)]
-        await consumer._client.force_metadata_update()
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"topic {topic} has no partitions")
-
-
 async def committed_offsets(bootstrap: str, topic: str, group: str) -> dict[int, int]:
     """A group's committed offsets, read without joining it (Tansu's admin API cannot)."""
     consumer = AIOKafkaConsumer(
@@ -102,7 +93,7 @@ async def committed_offsets(bootstrap: str, topic: str, group: str) -> dict[int,
     )
     await consumer.start()
     try:
-        partitions = await _partitions(consumer, topic)
+        partitions = await partitions_of(consumer, topic)
         consumer.assign(partitions)
         return {tp.partition: (await consumer.committed(tp)) or 0 for tp in partitions}
     finally:

@@ -130,19 +130,7 @@ def replaced(document: dict[str, Any], field: str, value: Any) -> Pairs:
 TENANTS = ("acme", "globex")
 JOB_IDS = ("01JDQ8Z3M4W8K2V7T6R5N4P3Q2", "01JDQ8Z3M4W8K2V7T6R5N4P3R3", "7ZZZZZZZZZZZZZZZZZZZZZZZZZ")
 KINDS = ("created", "queued", "stage", "succeeded", "failed")
-REQUIRED = (
-    "schema_version",
-    "event_id",
-    "tenant_id",
-    "job_id",
-    "job_type",
-    "job_created_at",
-    "seq",
-    "kind",
-    "visibility",
-    "message",
-    "occurred_at",
-)
+REQUIRED = tuple(name for name, field in JobEvent.model_fields.items() if field.is_required())
 
 
 def artifact(n: int, key: str | None = None) -> dict[str, Any]:
