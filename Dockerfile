@@ -16,7 +16,9 @@ FROM python:3.11-slim
 RUN useradd --system --uid 10001 --home /app app
 WORKDIR /app
 COPY --from=build --chown=app:app /app /app
-ENV PATH=/app/.venv/bin:$PATH PYTHONUNBUFFERED=1 API_HOST=0.0.0.0
+# In a container, loopback is unreachable from outside it: both HTTP listeners (the api's and
+# the projector's health/metrics one) default to every interface here.
+ENV PATH=/app/.venv/bin:$PATH PYTHONUNBUFFERED=1 API_HOST=0.0.0.0 PROJECTOR_HTTP_HOST=0.0.0.0
 USER app
 EXPOSE 8000 8001
 CMD ["python", "-m", "api"]

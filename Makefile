@@ -3,7 +3,7 @@ SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 export UV_FROZEN := 1
 
-.PHONY: help install lint typecheck compose-check test test-unit run bench-projector bench-read soak schema
+.PHONY: help install lint typecheck compose-check test test-unit run bench bench-quick bench-projector bench-read soak schema
 
 help:
 	@echo "make run        local stack: broker, redis, s3, projector, api, demo jobs"
@@ -41,6 +41,14 @@ run: install
 
 schema: install
 	$(UV) run python -m contracts.schema_export
+
+# Every benchmark on the local stack: bench/results/latest.{json,md} and charts (~10 min).
+bench: install
+	$(UV) run python -m bench.run_all
+
+# The same at small sizes (~1 min), into bench/results/quick/: CI checks that it all runs.
+bench-quick: install
+	$(UV) run python -m bench.run_all --quick
 
 bench-projector: install
 	$(UV) run python -m bench.projector

@@ -13,6 +13,7 @@ from api.auth import TokenVerifier, Unauthenticated, jwt_config
 from api.dependencies import Services
 from api.errors import authenticate_first, on_store_unavailable, on_unauthenticated
 from api.fast_path import FastJobReads
+from api.metrics import ApiMetrics, RequestMetrics
 from api.notifier import ChangeNotifier
 from api.presign import Presigner
 from api.reader import JobReader
@@ -34,6 +35,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         )
     )
     presigner = Presigner.from_boto3(None, settings.aws_region, settings.s3_endpoint_url)
+    metrics = ApiMetrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -47,6 +49,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             presign_ttl_seconds=settings.presign_ttl_seconds,
             presign_bucket_seconds=settings.presign_bucket_seconds,
             bodies=BodyCache(),
+            metrics=metrics,
         )
         try:
             yield
@@ -65,6 +68,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     )
     app.include_router(router)
     app.add_middleware(FastJobReads)
+    app.add_middleware(RequestMetrics, metrics=metrics)  # added last: outermost, times all
     app.add_exception_handler(Unauthenticated, on_unauthenticated)
     for unavailable in UNAVAILABLE_ERRORS:
         app.add_exception_handler(unavailable, on_store_unavailable)

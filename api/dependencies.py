@@ -9,6 +9,7 @@ from fastapi import Depends, Request, Security
 from fastapi.security import HTTPBearer
 
 from api.auth import TokenVerifier
+from api.metrics import ApiMetrics
 from api.notifier import ChangeNotifier
 from api.presign import Presigner
 from api.reader import JobReader
@@ -28,6 +29,7 @@ class Services:
     presign_ttl_seconds: int
     presign_bucket_seconds: int
     bodies: BodyCache
+    metrics: ApiMetrics
 
 
 # Both async: a plain `def` dependency costs FastAPI a thread-pool hop per request.

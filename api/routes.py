@@ -118,9 +118,13 @@ def job_response(
     if body is None:
         signed_at = datetime.fromtimestamp(bucket_start, UTC)
         expires_in = services.presign_ttl_seconds + bucket_seconds
+        observe = services.metrics.presign_seconds.observe
 
         def sign(bucket: str, key: str) -> str:
-            return presigner.presign_get(bucket, key, expires_in, signed_at)
+            started = time.perf_counter()
+            url = presigner.presign_get(bucket, key, expires_in, signed_at)
+            observe(time.perf_counter() - started)
+            return url
 
         body = render_job(job_id, stored.fields, sign)
         services.bodies.put(cache_key, body)

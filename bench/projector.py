@@ -29,11 +29,16 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from faststream.kafka import KafkaBroker
 from redis.asyncio import Redis
 
-from bench.common import lifecycle_records, produce_fast, write_result
+from bench.common import (
+    lifecycle_records,
+    produce_fast,
+    rss_mib,
+    start_bench_projector,
+    write_result,
+)
 from contracts.events import JobEvent
 from tests.integration.support import committed_offsets
 from tests.stack import create_topics, start_stack
-from tests.stack.services import start_projector
 
 PARTITIONS = 4
 
@@ -94,22 +99,14 @@ async def measure_naive(bootstrap: str, topic: str, redis_url: str, window: floa
         await redis.aclose()
 
 
-def rss_mib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) // 1024
-    return 0
-
-
 async def measure_ours(
     env: dict[str, str], workdir: Path, bootstrap: str, topic: str, total: int, group: str
-) -> tuple[float, list[int]]:
+) -> tuple[float, list[float]]:
     """Events/s over the steady window, and the projector's RSS (MiB) at 10 %, 50 %, 100 %."""
-    projector = start_projector(env, workdir, "projector-bench")
+    projector = start_bench_projector(env, workdir, "projector-bench")
     try:
         progress: list[tuple[float, int]] = []
-        rss: list[int] = []
+        rss: list[float] = []
         while True:
             done = sum((await committed_offsets(bootstrap, topic, group)).values())
             progress.append((time.perf_counter(), done))
@@ -143,7 +140,10 @@ def measure_build(env: dict[str, str]) -> float:
     return float(found.group(1).replace(",", ""))
 
 
-async def run(events: int, jobs: int, naive_window: float) -> dict[str, Any]:
+async def run(
+    events: int, jobs: int, naive_window: float, raw_window: float = 5.0, baselines: bool = True
+) -> dict[str, Any]:
+    """All four in one run; without `baselines`, the projector alone (for its memory)."""
     workdir = Path(tempfile.mkdtemp(prefix="bench-projector-"))
     stack = start_stack(workdir)
     try:
@@ -157,45 +157,58 @@ async def run(events: int, jobs: int, naive_window: float) -> dict[str, Any]:
             f"{time.perf_counter() - started:.1f} s",
             flush=True,
         )
-
-        raw = await measure_raw(stack.kafka_bootstrap, topic, len(records))
-        print(f"raw aiokafka: {raw:,.0f} events/s", flush=True)
-        naive = await measure_naive(stack.kafka_bootstrap, topic, stack.redis_url, naive_window)
-        print(f"naive per-message FastStream: {naive:,.0f} events/s", flush=True)
+        result: dict[str, Any] = {"events": len(records), "jobs": jobs}
+        if baselines:
+            raw = await measure_raw(stack.kafka_bootstrap, topic, len(records), raw_window)
+            print(f"raw aiokafka: {raw:,.0f} events/s", flush=True)
+            naive = await measure_naive(stack.kafka_bootstrap, topic, stack.redis_url, naive_window)
+            print(f"naive per-message FastStream: {naive:,.0f} events/s", flush=True)
         env = stack.env() | {"KAFKA_TOPIC": topic, "PROJECTION_VERSION": "bench"}
         ours, rss = await measure_ours(
             env, workdir, stack.kafka_bootstrap, topic, len(records), "jobs-projector.bench"
         )
         print(f"projector: {ours:,.0f} events/s; RSS at 10/50/100 %: {rss} MiB", flush=True)
-        build = measure_build(env)
-        print(f"replay build: {build:,.0f} events/s = {build / ours:.0%} of the projector")
+        result |= {"projector_events_per_s": ours, "projector_rss_mib_at_10_50_100_percent": rss}
+        if baselines:
+            build = measure_build(env)
+            print(f"replay build: {build:,.0f} events/s = {build / ours:.0%} of the projector")
+            result |= {
+                "raw_events_per_s": raw,
+                "naive_events_per_s": naive,
+                "projector_vs_raw": ours / raw,
+                "projector_vs_naive": ours / naive,
+                "replay_build_events_per_s": build,
+                "replay_build_vs_projector": build / ours,
+            }
         redis = Redis.from_url(stack.redis_url)
         stored = sum([1 async for _ in redis.scan_iter(match="job:bench:*", count=5000)])
         await redis.aclose()
         assert stored == jobs, f"the projector stored {stored} jobs, expected {jobs}"
-        return {
-            "events": len(records),
-            "jobs": jobs,
-            "raw_events_per_s": raw,
-            "naive_events_per_s": naive,
-            "projector_events_per_s": ours,
-            "projector_vs_raw": ours / raw,
-            "projector_vs_naive": ours / naive,
-            "projector_rss_mib_at_10_50_100_percent": rss,
-            "replay_build_events_per_s": build,
-            "replay_build_vs_projector": build / ours,
-        }
+        return result
     finally:
         stack.stop()
 
 
-def main() -> None:
+# The sizes of `python -m bench.run_all` (README "Performance") and of its `--quick` check.
+FULL: list[str] = []
+QUICK = ["--events", "20000", "--jobs", "2000", "--naive-window", "1", "--raw-window", "1"]
+
+
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=200_000, help="e.g. 1000000 for memory")
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--naive-window", type=float, default=10.0)
-    args = parser.parse_args()
-    result = asyncio.run(run(args.events, args.jobs, args.naive_window))
+    parser.add_argument("--raw-window", type=float, default=5.0)
+    return parser
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    return asyncio.run(run(args.events, args.jobs, args.naive_window, args.raw_window))
+
+
+def main() -> None:
+    result = measure(parser().parse_args())
     print(json.dumps(result, indent=2))
     print(
         f"projector = {result['projector_vs_raw']:.0%} of raw, "

@@ -43,7 +43,7 @@ import jwt
 from redis import Redis
 from redis.typing import EncodableT, FieldT
 
-from bench.common import write_result
+from bench.common import get_request, percentile, read_response, write_result
 from bench.presign_compare import SETUPS, presign_cost, sample_keys
 from contracts.job_state import encode_state, job_key
 from projector.fold import fold
@@ -206,18 +206,11 @@ async def _keep_alive_connection(
             if started >= stop_at:
                 return
             writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n")[1:]:
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value)
-                    break
-            await reader.readexactly(length)
+            status, _ = await read_response(reader)
             finished = clock()
             if started >= warm_until and finished <= stop_at:
                 latencies.append(finished - started)
-                statuses[int(head[9:12])] += 1
+                statuses[status] += 1
     finally:
         writer.close()
         await writer.wait_closed()
@@ -226,9 +219,7 @@ async def _keep_alive_connection(
 async def _asyncio_load(
     port: int, headers: dict[str, str], connections: int, warmup: float, seconds: float
 ) -> Load:
-    lines = [f"GET {PATH} HTTP/1.1", "Host: 127.0.0.1"]
-    lines += [f"{k}: {v}" for k, v in headers.items()]
-    request = ("\r\n".join(lines) + "\r\n\r\n").encode()
+    request = get_request(PATH, headers)
     latencies: list[float] = []
     statuses: Counter[int] = Counter()
     now = time.perf_counter()
@@ -247,17 +238,11 @@ async def _asyncio_load(
         seconds=seconds,
         requests=len(latencies),
         requests_per_s=len(latencies) / seconds,
-        p50_ms=_percentile(latencies, 0.50) * 1000,
-        p99_ms=_percentile(latencies, 0.99) * 1000,
+        p50_ms=percentile(latencies, 0.50) * 1000,
+        p99_ms=percentile(latencies, 0.99) * 1000,
         mean_ms=statistics.fmean(latencies) * 1000 if latencies else 0.0,
         errors=len(latencies) - ok,
     )
-
-
-def _percentile(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return 0.0
-    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
 
 def run_asyncio(
@@ -488,7 +473,12 @@ def report_pieces(pieces: dict[str, float]) -> None:
     print("  (rest: FastAPI dependencies and parameters, thread-pool hops, routing)")
 
 
-def main() -> None:
+# The sizes of `python -m bench.run_all` and of its `--quick` check.
+FULL: list[str] = []
+QUICK = ["--duration", "1", "--warmup", "1", "--presign-n", "500", "--presign-repeats", "1"]
+
+
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds")
@@ -500,7 +490,15 @@ def main() -> None:
         "--profile", action="store_true", help="then time the pieces in process, and cProfile"
     )
     parser.add_argument("--profile-requests", type=int, default=3200)
-    args = parser.parse_args()
+    return parser
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    return run(args)
+
+
+def main() -> None:
+    args = parser().parse_args()
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     result = run(args)
     report(result)

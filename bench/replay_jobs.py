@@ -5,7 +5,8 @@ straight through the store's merge, a chunk at a time so that writing holds litt
 `verify` compares the two (equal) and `drop` deletes one. The RSS at each command's start and
 its peak RSS while it ran (ru_maxrss, reset at its start; the two are read from different
 kernel counters, so they agree within about a MiB) show whether it holds the jobs in memory:
-one holding every key would grow by tens of MiB, every state by hundreds.
+one holding every key would grow by tens of MiB, every state by hundreds. `verify` is
+compared with the plain way, in the same run: SCAN, HGETALL of both versions, compare.
 `python -m bench.replay_jobs [--jobs N]`.
 """
 
@@ -27,14 +28,13 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from bench.common import event_bytes, write_result
+from bench.common import rss_mib, succeeded_job, write_result
 from contracts.events import JobEvent
-from contracts.job_state import JobState
+from contracts.job_state import JobState, job_key_pattern
 from projector.fold import JobRef, fold
-from projector.replay import drop, verify
+from projector.replay import drop, verify, versions
 from projector.settings import ProjectorSettings
 from projector.store import ProjectionStore
-from tests.integration.support import ulid
 from tests.stack import create_topics, start_stack
 
 TOPIC = "bench.replay"
@@ -48,14 +48,6 @@ def peak_rss_mib() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-def rss_mib() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    raise LookupError("VmRSS")
-
-
 def reset_peak_rss() -> None:
     """Start the peak afresh at the current RSS, so that a command's own peak shows even
     below what setting up took (Linux: `5` written to /proc/self/clear_refs)."""
@@ -66,14 +58,8 @@ def reset_peak_rss() -> None:
 def job_states(first: int, count: int) -> dict[JobRef, JobState]:
     states: dict[JobRef, JobState] = {}
     for n in range(first, first + count):
-        tenant, job_id = f"tenant-{n % 50}", ulid(n + 1)
-        events = [
-            JobEvent.model_validate_json(
-                event_bytes(tenant, job_id, seq, kind, ulid(10**9 + 2 * n + seq), artifacts)
-            )
-            for seq, kind, artifacts in ((1, "created", 0), (2, "succeeded", 2))
-        ]
-        states[(tenant, job_id)] = fold(events)
+        events = [JobEvent.model_validate_json(value) for _, value in succeeded_job(n)]
+        states[(events[0].tenant_id, events[0].job_id)] = fold(events)
     return states
 
 
@@ -94,7 +80,7 @@ class Measured:
     peak_rss: float
 
 
-async def measure(command: Callable[[], Awaitable[int]]) -> Measured:
+async def measure_command(command: Callable[[], Awaitable[int]]) -> Measured:
     """One command's exit status, wall seconds, stdout (its progress goes to stderr), RSS at
     its start and peak RSS while it ran (MiB)."""
     out = io.StringIO()
@@ -106,6 +92,23 @@ async def measure(command: Callable[[], Awaitable[int]]) -> Measured:
     seconds = time.perf_counter() - started
     print(out.getvalue(), end="", flush=True)
     return Measured(code, seconds, out.getvalue(), rss_at_start, peak_rss_mib())
+
+
+async def naive_verify(redis: Redis) -> float:
+    """Jobs/s of the plain way to compare two versions, the baseline of `verify`: SCAN the
+    source's keys (as `verify` does, same batch size), fetch both versions of each job with
+    pipelined HGETALLs, one round trip per batch, and compare the hashes in Python."""
+    started, compared = time.perf_counter(), 0
+    async for keys in versions.scan_keys(redis, job_key_pattern(SOURCE)):
+        pipe = redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.hgetall(key)
+            pipe.hgetall(key.replace(SOURCE.encode(), TARGET.encode(), 1))
+        found = await pipe.execute()
+        differing = sum(1 for a, b in zip(found[::2], found[1::2], strict=True) if a != b)
+        assert differing == 0, "the two versions are equal"
+        compared += len(keys)
+    return compared / (time.perf_counter() - started)
 
 
 def rate_in(out: str, unit: str) -> float:
@@ -131,15 +134,22 @@ async def run(jobs: int) -> dict[str, Any]:
             kafka_group_id="jobs-projector",
         )
         peak_writing = peak_rss_mib()
+        naive = await naive_verify(redis)
+        print(f"naive verify (SCAN + HGETALL both): {naive:,.0f} jobs/s", flush=True)
         verify_args = argparse.Namespace(source=SOURCE, target=TARGET, tenant=None, sample=None)
-        verified = await measure(lambda: verify.command(settings, verify_args))
+        verified = await measure_command(lambda: verify.command(settings, verify_args))
         assert verified.code == 0, "the two versions are equal"
-        dropped = await measure(lambda: drop.command(settings, argparse.Namespace(version=TARGET)))
+        dropped = await measure_command(
+            lambda: drop.command(settings, argparse.Namespace(version=TARGET))
+        )
         assert dropped.code == 0
         assert f"{jobs:,} keys removed" in dropped.out
+        verify_rate = rate_in(verified.out, "jobs")
         return {
             "jobs": jobs,
-            "verify_jobs_per_s": rate_in(verified.out, "jobs"),
+            "verify_jobs_per_s": verify_rate,
+            "naive_verify_jobs_per_s": naive,
+            "verify_vs_naive": verify_rate / naive,
             "verify_seconds_with_startup": round(verified.seconds, 2),
             "drop_keys_per_s": rate_in(dropped.out, "keys"),
             "drop_seconds_with_startup": round(dropped.seconds, 2),
@@ -154,11 +164,23 @@ async def run(jobs: int) -> dict[str, Any]:
         stack.stop()
 
 
-def main() -> None:
+# The sizes of `python -m bench.run_all` and of its `--quick` check.
+FULL: list[str] = []
+QUICK = ["--jobs", "5000"]
+
+
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--jobs", type=int, default=100_000)
-    args = parser.parse_args()
-    result = asyncio.run(run(args.jobs))
+    return parser
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    return asyncio.run(run(args.jobs))
+
+
+def main() -> None:
+    result = measure(parser().parse_args())
     print(json.dumps(result, indent=2))
     print(f"wrote {write_result('replay_jobs', result)}")
 

@@ -24,11 +24,17 @@ from typing import Any
 import httpx
 import jwt
 
-from bench.common import lifecycle_records, produce_fast, write_result
-from bench.projector import rss_mib
+from bench.common import (
+    lifecycle_records,
+    percentile,
+    produce_fast,
+    rss_mib,
+    start_bench_projector,
+    write_result,
+)
 from tests.stack import create_topics, start_stack
 from tests.stack.processes import free_port
-from tests.stack.services import start_api, start_projector
+from tests.stack.services import start_api
 
 SECRET = "soak-secret-0123456789abcdef0123456789"  # noqa: S105 - a local test key
 PARTITIONS = 4
@@ -108,11 +114,6 @@ async def _read(port: int, produced: Produced, settle: float, until: float, read
                 reads.errors.append(f"{job}: {type(error).__name__}")
 
 
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
-
-
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="soak-"))
     stack = start_stack(workdir)
@@ -121,7 +122,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         topic = "soak.events"
         await create_topics(stack.kafka_bootstrap, {topic: PARTITIONS, f"{topic}.dlq": 1})
         env = stack.env() | {"KAFKA_TOPIC": topic, "JWT_SECRET": SECRET}
-        projector = start_projector(env, workdir, "projector-soak")
+        projector = start_bench_projector(env, workdir, "projector-soak")
         started.append(projector)
         port = free_port()
         api = start_api(env, workdir, port)
@@ -151,8 +152,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "reads": len(reads.latencies),
             "errors": len(reads.errors),
             "error_examples": reads.errors[:5],
-            "read_p50_ms": _percentile(reads.latencies, 0.50) * 1000,
-            "read_p99_ms": _percentile(reads.latencies, 0.99) * 1000,
+            "read_p50_ms": percentile(sorted(reads.latencies), 0.50) * 1000,
+            "read_p99_ms": percentile(sorted(reads.latencies), 0.99) * 1000,
             "rss_mib_after_1_minute": memory_start,
             "rss_mib_at_end": memory_end,
             "processes_alive": all(p.process.poll() is None for p in started),

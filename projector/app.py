@@ -1,9 +1,12 @@
 """The projector process: a FastStream batch subscriber built by a factory.
 
 Resources (Redis, the dead-letter producer) open in the lifespan; nothing connects at import
-time. The subscriber takes raw records (a parser of our own: FastStream's default would
-decode every header and body before we see it, and fail the batch on bytes that are not
-UTF-8) and acknowledges manually: `BatchProjector.handle` commits or rewinds.
+time. The app is an `AsgiFastStream`: uvicorn serves its health and metrics routes
+(`projector.http`) and runs the consumer through the ASGI lifespan.
+
+The subscriber takes raw records (a parser of our own: FastStream's default would decode
+every header and body before we see it, and fail the batch on bytes that are not UTF-8) and
+acknowledges manually: `BatchProjector.handle` commits or rewinds.
 """
 
 from __future__ import annotations
@@ -15,14 +18,19 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import MessageSizeTooLargeError
-from faststream import AckPolicy, FastStream
+from faststream import AckPolicy
+from faststream.asgi import AsgiFastStream
 from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.kafka.message import FakeConsumer
 
+from contracts.redis_client import AnyRedis
 from projector.batch import Backoff, BatchProjector, Record
+from projector.http import health_routes
+from projector.metrics import ProjectorMetrics, consumer_of
 from projector.redis_client import connect_redis
 from projector.settings import ProjectorSettings
 from projector.store import ProjectionStore, load_merge_function
+from projector.undecodable import consume_leniently
 
 log = logging.getLogger("projector")
 
@@ -57,11 +65,16 @@ class _Late:
     """Filled in by the lifespan: the handler is registered before resources exist."""
 
     projector: BatchProjector | None = None
+    redis: AnyRedis | None = None
 
 
-def create_app(settings: ProjectorSettings) -> FastStream:
+def create_app(
+    settings: ProjectorSettings, metrics: ProjectorMetrics | None = None
+) -> AsgiFastStream:
     broker = KafkaBroker(settings.kafka_bootstrap_servers, logger=log, log_level=logging.DEBUG)
+    consume_leniently(broker)  # records aiokafka cannot decode become poison, not a stall
     late = _Late()
+    metrics = metrics or ProjectorMetrics()
 
     subscriber = broker.subscriber(
         settings.kafka_topic,
@@ -71,6 +84,7 @@ def create_app(settings: ProjectorSettings) -> FastStream:
         ack_policy=AckPolicy.MANUAL,
         max_records=settings.batch_max_records,
         batch_timeout_ms=settings.batch_timeout_ms,
+        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
         parser=_raw_batch,
         decoder=_no_body,
     )
@@ -84,7 +98,7 @@ def create_app(settings: ProjectorSettings) -> FastStream:
 
     @asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:
-        redis = await connect_redis(settings.redis_url)
+        redis = late.redis = await connect_redis(settings.redis_url)
         producer = AIOKafkaProducer(
             bootstrap_servers=settings.kafka_bootstrap_servers,
             enable_idempotence=settings.kafka_idempotent_producer,
@@ -98,6 +112,7 @@ def create_app(settings: ProjectorSettings) -> FastStream:
                 store.merge_packed,
                 KafkaDeadLetters(producer, settings.dlq_topic),
                 Backoff(cap=settings.retry_backoff_max_seconds),
+                metrics,
             )
             log.info(
                 "projecting %s into version %s (group %s)",
@@ -112,7 +127,22 @@ def create_app(settings: ProjectorSettings) -> FastStream:
             await producer.stop()
             await redis.aclose()
 
-    return FastStream(broker, lifespan=lifespan, logger=log)
+    async def redis_answers() -> bool:
+        return late.redis is not None and bool(await late.redis.ping())
+
+    async def broker_answers() -> bool:
+        return bool(await broker.ping(timeout=1.0))
+
+    async def partitions_assigned() -> bool:
+        consumer = consumer_of(subscriber)
+        return consumer is not None and bool(consumer.assignment())
+
+    routes = health_routes(
+        {"broker": broker_answers, "redis": redis_answers, "assignment": partitions_assigned},
+        metrics,
+        lambda: consumer_of(subscriber),
+    )
+    return AsgiFastStream(broker, asgi_routes=routes, lifespan=lifespan, logger=log)
 
 
 async def _raw_batch(records: tuple[Record, ...]) -> KafkaMessage:

@@ -18,8 +18,10 @@ import contextlib
 import gc
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol, TypeAlias
 
 from aiokafka import ConsumerRecord, TopicPartition
@@ -28,6 +30,7 @@ from pydantic import ValidationError
 from contracts.events import JobEvent
 from projector.dead_letter import dead_letter_headers, one_line, poison_reason
 from projector.fold import BatchFold, JobRef
+from projector.undecodable import UndecodableRecord
 
 log = logging.getLogger("projector.batch")
 
@@ -54,8 +57,27 @@ class DeadLetterSink(Protocol):
 class BatchOutcome:
     events: int = 0
     dead_lettered: int = 0
+    # Events of the jobs whose merge changed nothing: redeliveries and superseded events.
+    duplicates: int = 0
     jobs: int = 0
     jobs_changed: int = 0
+    merged_at: float = 0.0  # wall clock when Redis confirmed the merges
+
+    @property
+    def applied(self) -> int:
+        return self.events - self.dead_lettered - self.duplicates
+
+
+class BatchObserver(Protocol):
+    """Told of every committed batch (the metrics)."""
+
+    def batch_committed(
+        self,
+        batch: PreparedBatch,
+        outcome: BatchOutcome,
+        seconds: float,
+        offsets: dict[TopicPartition, int],
+    ) -> None: ...
 
 
 @dataclass
@@ -82,6 +104,8 @@ _validate_json = JobEvent.__pydantic_validator__.validate_json
 
 def validate(record: Record) -> JobEvent | str:
     """The record's event, or the reason it is poison."""
+    if type(record) is UndecodableRecord:  # its headers broke the protocol, not its value
+        return record.reason
     if record.value is None:
         return "value: no value (a tombstone is not an event)"
     try:
@@ -120,13 +144,26 @@ class PreparedBatch:
     dead: list[tuple[Record, str]]
     jobs: list[JobRef]
     packed: list[str]
+    # Events per job index, for the jobs seen more than once (BatchFold.events_per_job).
+    events_per_job: dict[int, int] = field(default_factory=dict)
+    occurred_at: list[datetime] = field(default_factory=list)  # a sample, for the latency
+
+
+# Events per batch whose occurred_at -> visible latency is observed.
+LATENCY_SAMPLE = 16
 
 
 def prepare(records: Sequence[Record]) -> PreparedBatch:
     """Validate every record once and fold the valid ones per job. Pure: never fails."""
     fold, dead = BatchFold(), list[tuple[Record, str]]()
     _fold_records(records, fold, dead)
-    return PreparedBatch(records, dead, *fold.packed())
+    return PreparedBatch(
+        records,
+        dead,
+        *fold.packed(),
+        fold.events_per_job(),
+        fold.occurred_at_sample(LATENCY_SAMPLE),
+    )
 
 
 # Records validated (or jobs encoded) between two yields to the event loop in
@@ -147,7 +184,14 @@ async def prepare_cooperatively(records: Sequence[Record]) -> PreparedBatch:
     for part in fold.packed_slices(RECORDS_PER_SLICE):
         packed.extend(part)
         await asyncio.sleep(0)
-    return PreparedBatch(records, dead, fold.jobs(), packed)
+    return PreparedBatch(
+        records,
+        dead,
+        fold.jobs(),
+        packed,
+        fold.events_per_job(),
+        fold.occurred_at_sample(LATENCY_SAMPLE),
+    )
 
 
 def _fold_records(
@@ -170,10 +214,17 @@ class BatchProjector:
     rewound its partitions; N+1 (fetched after it) is dropped and rewound too.
     """
 
-    def __init__(self, merge: Merge, dead_letters: DeadLetterSink, backoff: Backoff) -> None:
+    def __init__(
+        self,
+        merge: Merge,
+        dead_letters: DeadLetterSink,
+        backoff: Backoff,
+        observer: BatchObserver | None = None,
+    ) -> None:
         self._merge = merge
         self._dead_letters = dead_letters
         self._backoff = backoff
+        self._observer = observer
         self._in_flight: asyncio.Task[bool] | None = None
         self._in_flight_records: Sequence[Record] = ()
 
@@ -183,13 +234,21 @@ class BatchProjector:
         if batch.dead:
             await asyncio.gather(*(self._dead_letter(r, reason) for r, reason in batch.dead))
         changed = await self._merge(batch.jobs, batch.packed)
+        outcome.merged_at = time.time()
         outcome.jobs = len(changed)
-        outcome.jobs_changed = sum(1 for groups in changed if groups)
+        unchanged = [index for index, groups in enumerate(changed) if not groups]
+        outcome.jobs_changed = outcome.jobs - len(unchanged)
+        counts = batch.events_per_job
+        outcome.duplicates = sum(counts.get(index, 1) for index in unchanged)
         return outcome
 
     async def _dead_letter(self, record: Record, reason: str) -> None:
         log.warning(
-            "dead-lettered partition=%s offset=%s: %s", record.partition, record.offset, reason
+            "dead-lettered partition=%s offset=%s: %s",
+            record.partition,
+            record.offset,
+            reason,
+            extra={"partition": record.partition, "offset": record.offset},
         )
         headers = dead_letter_headers(reason, record.topic, record.partition, record.offset)
         await self._dead_letters.send(record.key, record.value, [*record.headers, *headers])
@@ -199,6 +258,7 @@ class BatchProjector:
         this one. Never raises (cancellation abandons the batches in flight uncommitted)."""
         if not records:
             return
+        started = time.perf_counter()
         try:
             batch = await prepare_cooperatively(records)
         except Exception as error:  # a bug, not bad input: never skip past it
@@ -211,7 +271,7 @@ class BatchProjector:
             rewind(consumer, [*self._in_flight_records, *records])
             return
         self._in_flight_records = records
-        self._in_flight = asyncio.create_task(self._write_and_commit(batch, consumer))
+        self._in_flight = asyncio.create_task(self._write_and_commit(batch, consumer, started))
 
     async def settle(self) -> bool:
         """Wait for the batch in flight; False when it failed (and was rewound)."""
@@ -226,11 +286,14 @@ class BatchProjector:
                 await self._in_flight
             self._in_flight = None
 
-    async def _write_and_commit(self, batch: PreparedBatch, consumer: OffsetControl) -> bool:
+    async def _write_and_commit(
+        self, batch: PreparedBatch, consumer: OffsetControl, started: float
+    ) -> bool:
         records = batch.records
         try:
-            await self.apply(batch)
-            await consumer.commit(next_offsets(records))
+            outcome = await self.apply(batch)
+            offsets = next_offsets(records)
+            await consumer.commit(offsets)
         except Exception as error:
             delay = self._backoff.next_delay()
             log.warning(
@@ -243,6 +306,8 @@ class BatchProjector:
             await asyncio.sleep(delay)
             return False
         self._backoff.reset()
+        if self._observer is not None:
+            self._observer.batch_committed(batch, outcome, time.perf_counter() - started, offsets)
         return True
 
 

@@ -7,9 +7,10 @@ import asyncio
 import logging
 import sys
 
+from contracts.logs import configure_logging
 from contracts.settings import load_or_exit
 from projector.batch import tune_garbage_collector
-from projector.preflight import check_or_exit
+from projector.preflight import check_or_exit, listen_or_exit
 from projector.replay import cli as replay_cli
 from projector.settings import ProjectorSettings
 
@@ -23,7 +24,7 @@ def main(argv: list[str] | None = None) -> None:
     replay_cli.add_parser(commands)
     args = parser.parse_args(argv)
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging()
     if args.command == "replay":
         logging.getLogger("aiokafka").setLevel(logging.WARNING)
         sys.exit(replay_cli.run(args))
@@ -32,9 +33,21 @@ def main(argv: list[str] | None = None) -> None:
 
 
 async def run(settings: ProjectorSettings) -> None:
+    import uvicorn
+
     from projector.app import create_app
 
     await check_or_exit(settings.kafka_bootstrap_servers, settings.redis_url)
+    listening = listen_or_exit(settings.projector_http_host, settings.projector_http_port)
     app = create_app(settings)
     tune_garbage_collector()
-    await app.run()
+    config = uvicorn.Config(
+        app,
+        lifespan="on",
+        log_config=None,  # our logging set-up stays in charge
+        access_log=False,  # probes and scrapes every few seconds would drown the log
+    )
+    server = uvicorn.Server(config)
+    await server.serve(sockets=[listening])
+    if not server.started:  # the lifespan failed (uvicorn logged why)
+        sys.exit(1)

@@ -124,13 +124,15 @@ def fold(events: Iterable[JobEvent], start: JobState | None = None) -> JobState:
 class _Winners:
     """A job's winning events per group within one batch (two or more events seen)."""
 
-    __slots__ = ("head", "origin", "public")
+    __slots__ = ("events", "head", "origin", "public")
 
     def __init__(self, first: JobEvent) -> None:
         self.head = self.origin = first
         self.public: JobEvent | None = first if surfaces(first) else None
+        self.events = 1  # seen in this batch, duplicates included
 
     def add(self, event: JobEvent) -> None:
+        self.events += 1
         seq, eid = event.seq, event.event_id
         head = self.head
         if seq > head.seq or (seq == head.seq and eid > head.event_id):
@@ -189,6 +191,25 @@ class BatchFold:
 
     def jobs(self) -> list[JobRef]:
         return list(self._jobs)
+
+    def events_per_job(self) -> dict[int, int]:
+        """Events seen per job, by the job's index in `jobs()`, for the jobs seen more than
+        once (every other job was seen once): a job's events count as one outcome."""
+        return {
+            index: seen.events
+            for index, seen in enumerate(self._jobs.values())
+            if type(seen) is _Winners
+        }
+
+    def occurred_at_sample(self, size: int) -> list[datetime]:
+        """`occurred_at` of the latest event of up to `size` jobs, spread over the batch:
+        enough to follow the event-to-visible latency without a clock read per event."""
+        seen = list(self._jobs.values())
+        step = max(1, len(seen) // size)
+        return [
+            (one.head if type(one) is _Winners else one).occurred_at  # type: ignore[union-attr]
+            for one in seen[::step][:size]
+        ]
 
     def packed(self) -> tuple[list[JobRef], list[str]]:
         """The jobs and their packed deltas, as `pack_delta(fold(events))` per job."""

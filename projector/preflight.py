@@ -1,9 +1,11 @@
-"""Startup checks that turn an unreachable broker or Redis into one line naming the setting."""
+"""Startup checks that turn an unreachable broker or Redis, or a port in use, into one line
+naming the setting."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 
 from aiokafka import AIOKafkaClient
 from redis.asyncio import Redis
@@ -47,3 +49,28 @@ async def check_or_exit(bootstrap: str | None, redis_url: str | None) -> None:
         )
     if redis_url is not None and (error := await redis_error(redis_url)):
         config_error(f"REDIS_URL={redact(redis_url)}: Redis did not answer ({error})")
+
+
+def listen_or_exit(host: str, port: int) -> socket.socket:
+    """Bind the HTTP port before the consumer joins its group: a port in use then stops
+    the process with one line, instead of after a join that makes the group rebalance."""
+    try:
+        return bind_socket(host, port)
+    except OSError as exc:
+        config_error(
+            f"PROJECTOR_HTTP_HOST={host} PROJECTOR_HTTP_PORT={port}: cannot listen ({exc.strerror})"
+        )
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock

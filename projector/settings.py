@@ -18,10 +18,17 @@ class ProjectorSettings(BaseSettings):
     kafka_idempotent_producer: bool = False
     redis_url: RedisUrl = "redis://localhost:6379/0"
     projection_version: VersionName = "v1"
-    projector_http_port: int = Field(default=8001, ge=0, le=65535)
+    # /healthz, /readyz, /metrics; 0.0.0.0 in a container, loopback by default.
+    projector_http_host: str = "127.0.0.1"
+    projector_http_port: int = Field(default=8001, ge=1, le=65535)
     # Bigger batches amortise the per-call costs; the timeout bounds the added latency.
     batch_max_records: int = Field(default=2000, ge=1)
     batch_timeout_ms: int = Field(default=20, ge=1)
+    # How long the broker may hold a fetch while it has nothing new. Tansu answers a waiting
+    # fetch only when this expires, not when data arrives: with aiokafka's 500 ms default an
+    # event waited up to 500 ms before the projector saw it (measured: p99 252 ms at 500,
+    # 13 ms at 20). Apache Kafka answers as soon as data arrives, whatever this is.
+    kafka_fetch_max_wait_ms: int = Field(default=20, ge=1)
     retry_backoff_max_seconds: float = Field(default=5.0, gt=0)
 
     @property

@@ -14,10 +14,30 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from tests.stack import Stack, create_bucket, create_topics, start_stack
+from tests.stack import Stack, create_bucket, create_topics, log_audit, start_stack
 from tests.stack.processes import LocalProcess, start_redis
 
 _running: list[Stack] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def audited_logs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Fail the run when a log line of our processes holds a token, a secret or a presigned
+    URL's signature (what is read and what counts: `tests.stack.log_audit`).
+
+    Session-scoped and autouse, so it is set up before any other session fixture and torn
+    down after all of them: every projector, api and server has stopped and written its last
+    line. A failure here is an error in the teardown of the run's last test, and pytest then
+    exits non-zero, whichever tests were selected. The logs are read where the harness left
+    them, under pytest's base temporary folder (kept after the run by pytest's default
+    retention, so an offending file:line can be opened).
+    """
+    folder = tmp_path_factory.mktemp("log-audit", numbered=False)
+    with log_audit.recording(folder) as recorder:
+        yield
+    leaks = log_audit.audit(tmp_path_factory.getbasetemp(), recorder)
+    if leaks:
+        pytest.fail(log_audit.report(leaks), pytrace=False)
 
 
 @pytest.fixture(scope="session")

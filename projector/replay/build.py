@@ -25,6 +25,7 @@ from projector.replay.progress import Progress
 from projector.replay.topic import committed_offsets, end_offsets, open_consumer, partitions_of
 from projector.settings import ProjectorSettings
 from projector.store import ProjectionStore, load_merge_function
+from projector.undecodable import getmany
 
 log = logging.getLogger("projector.replay.build")
 
@@ -136,7 +137,8 @@ async def _project(
     confirmed: set[TopicPartition] = set()
     try:
         while pending:
-            fetched = await consumer.getmany(*pending, timeout_ms=500, max_records=max_records)
+            # Records aiokafka cannot decode come as poison instead of failing the build.
+            fetched = await getmany(consumer, *pending, timeout_ms=500, max_records=max_records)
             _confirm_ends(consumer, pending, ends, confirmed, progress, starts)
             if first_fetch is None and fetched:
                 first_fetch = time.monotonic()

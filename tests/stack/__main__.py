@@ -121,7 +121,8 @@ def main() -> None:
     try:
         asyncio.run(prepare(stack))
         env = stack.env() | {"KAFKA_TOPIC": TOPIC, "JWT_SECRET": DEV_SECRET}
-        ours.append(start_projector(env, workdir))
+        projector_port = 8001 if _port_free(8001) else free_port()
+        ours.append(start_projector(env | {"PROJECTOR_HTTP_PORT": str(projector_port)}, workdir))
         port = 8000 if _port_free(8000) else free_port()
         ours.append(start_api(env, workdir, port))
         asyncio.run(publish_demo(stack))
@@ -129,7 +130,8 @@ def main() -> None:
             f"\nlocal stack up (logs in {workdir}):\n"
             f"  kafka {stack.kafka_bootstrap}   redis {stack.redis_url}\n"
             f"  s3    {stack.s3_endpoint_url}\n"
-            f"  api   http://127.0.0.1:{port}\n\n"
+            f"  api   http://127.0.0.1:{port}   (/healthz /readyz /metrics)\n"
+            f"  projector http://127.0.0.1:{projector_port}   (/healthz /readyz /metrics)\n\n"
             f"curl -s -H 'Authorization: Bearer {dev_token()}' "
             f"http://127.0.0.1:{port}/v1/jobs/01JDQ8Z3M4W8K2V7T6R5N4P3Q2\n\n"
             "Ctrl-C stops everything.",

@@ -28,8 +28,14 @@ def _start(name: str, argv: list[str], env: dict[str, str], workdir: Path) -> Lo
 
 
 def start_projector(env: dict[str, str], workdir: Path, name: str = "projector") -> LocalProcess:
-    """`python -m projector run`; ready once its consumer joined (watch its log or results)."""
-    return _start(name, [sys.executable, "-m", "projector", "run"], env, workdir)
+    """`python -m projector run`; ready once its consumer joined (watch its log, its
+    `/readyz` or results). Its HTTP endpoints listen on `.port`: a free port unless `env`
+    sets PROJECTOR_HTTP_PORT, so that several projectors can run side by side."""
+    port = int(env.get("PROJECTOR_HTTP_PORT") or free_port())
+    argv = [sys.executable, "-m", "projector", "run"]
+    projector = _start(name, argv, {**env, "PROJECTOR_HTTP_PORT": str(port)}, workdir)
+    projector.port = port
+    return projector
 
 
 def start_listening(

@@ -1,0 +1,197 @@
+"""Memory: Redis bytes per job, and the projector's resident set over a million events.
+
+- Bytes per job: `--jobs` finished jobs (each a `created` and a public `succeeded` event with
+  2 artifacts, `bench.common.succeeded_job`) are produced into the topic and projected by a
+  real `python -m projector run` from those real events. Redis's `used_memory` (INFO memory)
+  is read before (the merge function already loaded) and after (the projector stopped, so
+  that its connections' buffers are not counted); the difference over the number of jobs is
+  the figure. A sample of the stored hashes is then taken apart - MEMORY USAGE per key, the
+  key name, each field's length, the encoding - to show what the figure is made of. The
+  baseline is the data itself: the bytes of the key and its field values.
+- Projector RSS: `bench.projector` over `--projector-events` events on a tenth as many jobs,
+  without its baselines, read at 10 %, 50 % and 100 % of the stream (0 skips it).
+Target: at most 2 KB per job. `python -m bench.memory [--jobs 100000]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from redis.asyncio import Redis
+
+from bench import projector as projector_bench
+from bench.common import produce_fast, succeeded_job, write_result
+from contracts.job_state import F_HEAD, F_ORIGIN, F_PUBLIC, decode_state, job_key_pattern
+from projector.replay.versions import text
+from projector.store import load_merge_function
+from tests.stack import create_topics, start_stack
+
+TOPIC = "bench.memory"
+VERSION = "memory"
+GROUP = f"jobs-projector.{VERSION}"
+PARTITIONS = 4
+TARGET_BYTES_PER_JOB = 2048
+SAMPLE = 1000
+FIELDS = {F_HEAD: "head (status, manifest)", F_ORIGIN: "origin", F_PUBLIC: "public event"}
+
+
+async def memory_info(redis: Redis) -> dict[str, int]:
+    info = await redis.info("memory")
+    return {name: int(info[name]) for name in ("used_memory", "used_memory_dataset")}
+
+
+async def breakdown(redis: Redis, sample: int) -> dict[str, Any]:
+    """What a stored job is made of, averaged over `sample` job hashes."""
+    keys: list[bytes] = []
+    async for key in redis.scan_iter(match=job_key_pattern(VERSION), count=1000):
+        keys.append(key)
+        if len(keys) == sample:
+            break
+    pipe = redis.pipeline(transaction=False)
+    for key in keys:
+        pipe.memory_usage(key, samples=0)
+        pipe.object("encoding", key)
+        for name in FIELDS:
+            pipe.hstrlen(key, name)
+    replies = await pipe.execute()
+    per_key = 2 + len(FIELDS)
+    rows = [replies[i : i + per_key] for i in range(0, len(replies), per_key)]
+    listpack = await redis.config_get("hash-max-listpack-*")
+    state = decode_state({text(k): text(v) for k, v in (await redis.hgetall(keys[0])).items()})
+    manifest = [] if state.head is None else json.loads(state.head.manifest_json)
+    public = "" if state.public is None else state.public.event_json
+    fields = {name: statistics.fmean(row[2 + n] for row in rows) for n, name in enumerate(FIELDS)}
+    return {
+        "sampled_keys": len(rows),
+        "memory_usage_bytes": statistics.fmean(row[0] for row in rows),
+        "encodings": dict(Counter(text(row[1]) for row in rows)),
+        "key_name_bytes": statistics.fmean(len(key) for key in keys),
+        "field_value_bytes": fields,
+        "data_bytes": statistics.fmean(len(key) for key in keys) + sum(fields.values()),
+        "hash_max_listpack": {text(k): int(text(v)) for k, v in listpack.items() if k and v},
+        # The succeeded event is both the head (its artifacts are the manifest) and the
+        # public event (with the same artifacts): are they stored twice?
+        "artifacts_stored_twice": bool(manifest) and all(a["key"] in public for a in manifest),
+    }
+
+
+def drivers(bytes_per_job: float, parts: dict[str, Any]) -> list[str]:
+    """What drives the per-job figure, largest first, in words."""
+    said = []
+    values = parts["field_value_bytes"]
+    largest = max(values, key=values.get)
+    said.append(
+        f"the `{largest}` field ({FIELDS[largest]}, {values[largest]:.0f} B) is the largest "
+        f"part of the {parts['data_bytes']:.0f} B of data per job (key name "
+        f"{parts['key_name_bytes']:.0f} B)"
+    )
+    if parts["artifacts_stored_twice"]:
+        said.append(
+            "a finished job's artifacts are stored twice: in `h` as the manifest and in `p` "
+            "as the public event's artifacts"
+        )
+    limit = parts["hash_max_listpack"].get("hash-max-listpack-value", 64)
+    if "hashtable" in parts["encodings"]:
+        said.append(
+            f"values longer than hash-max-listpack-value ({limit} B) make the hash a hashtable "
+            "(a dict with an entry and an SDS string per field) instead of one compact listpack"
+        )
+    overhead, data = bytes_per_job - parts["data_bytes"], parts["data_bytes"]
+    said.append(
+        f"Redis's own structures add {overhead:.0f} B per job ({bytes_per_job / data:.2f} times "
+        "the data): the key's dict entry and object headers, the hash's, allocator rounding"
+    )
+    return said
+
+
+async def redis_bytes_per_job(jobs: int) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix="bench-memory-"))
+    stack = start_stack(workdir)
+    redis = Redis.from_url(stack.redis_url)
+    try:
+        await create_topics(stack.kafka_bootstrap, {TOPIC: PARTITIONS, f"{TOPIC}.dlq": 1})
+        records = [record for n in range(jobs) for record in succeeded_job(n)]
+        await load_merge_function(redis)
+        keys_before, before = await redis.dbsize(), await memory_info(redis)
+        await produce_fast(stack.kafka_bootstrap, TOPIC, records, PARTITIONS)
+        env = stack.env() | {"KAFKA_TOPIC": TOPIC, "PROJECTION_VERSION": VERSION}
+        # Runs the projector until it committed every event, then stops it.
+        rate, _ = await projector_bench.measure_ours(
+            env, workdir, stack.kafka_bootstrap, TOPIC, len(records), GROUP
+        )
+        stored, after = await redis.dbsize() - keys_before, await memory_info(redis)
+        if stored != jobs:
+            raise RuntimeError(f"{stored} keys were added for {jobs} jobs")
+        per_job = (after["used_memory"] - before["used_memory"]) / jobs
+        parts = await breakdown(redis, min(SAMPLE, jobs))
+        return {
+            "jobs": jobs,
+            "events": len(records),
+            "projected_by": "python -m projector run, from the produced events",
+            "projector_events_per_s": rate,
+            "used_memory_before": before["used_memory"],
+            "used_memory_after": after["used_memory"],
+            "bytes_per_job": per_job,
+            "dataset_bytes_per_job": (after["used_memory_dataset"] - before["used_memory_dataset"])
+            / jobs,
+            "target_bytes_per_job": TARGET_BYTES_PER_JOB,
+            "bytes_per_job_vs_target": per_job / TARGET_BYTES_PER_JOB,
+            "bytes_per_job_vs_data": per_job / parts["data_bytes"],
+            "meets_target": per_job <= TARGET_BYTES_PER_JOB,
+            "breakdown": parts,
+            "drivers": drivers(per_job, parts),
+        }
+    finally:
+        await redis.aclose()
+        stack.stop()
+
+
+async def run(jobs: int, projector_events: int) -> dict[str, Any]:
+    result = await redis_bytes_per_job(jobs)
+    if projector_events:
+        projected = await projector_bench.run(
+            projector_events, projector_events // 10, naive_window=0, baselines=False
+        )
+        result["projector"] = projected
+    return result
+
+
+# The sizes of `python -m bench.run_all` and of its `--quick` check.
+FULL = ["--projector-events", "1000000"]
+QUICK = ["--jobs", "5000"]
+
+
+def parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=100_000)
+    parser.add_argument(
+        "--projector-events", type=int, default=0, help="e.g. 1000000: the projector's RSS"
+    )
+    return parser
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    return asyncio.run(run(args.jobs, args.projector_events))
+
+
+def main() -> None:
+    result = measure(parser().parse_args())
+    print(json.dumps(result, indent=2))
+    print(
+        f"{result['bytes_per_job']:,.0f} B per job "
+        f"({'meets' if result['meets_target'] else 'ABOVE'} the {TARGET_BYTES_PER_JOB} B target)"
+    )
+    for line in result["drivers"]:
+        print(f"- {line}")
+    print(f"wrote {write_result('memory', result)}")
+
+
+if __name__ == "__main__":
+    main()

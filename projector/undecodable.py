@@ -1,0 +1,554 @@
+"""Records that aiokafka cannot decode: handed over as poison instead of stalling the partition.
+
+The Kafka protocol types a header key as a String, but a broker stores whatever bytes a producer
+wrote, and aiokafka (0.14, as read and measured) decodes header keys strictly while it unpacks a
+fetched batch inside `getmany`: its C extension raises `UnicodeDecodeError`, its pure-Python
+parser `CorruptRecordException`. Two things then go wrong:
+
+- the partition stalls: aiokafka leaves its position before the batch and fails on it on
+  every later fetch; FastStream's consume loop restarts on each failure (a tight loop of log
+  lines) or, for a `KafkaError`, sleeps 5 s and fails again, forever;
+- records are lost: `getmany` drains partition after partition into one result, and advances
+  each drained partition's position as it goes. When a later partition raises, the records
+  already drained from the earlier ones are dropped with the exception, while their positions
+  stay advanced: the next `getmany` starts after them. A consumer that commits what it
+  processed commits past them (seen against the local broker: partition 0 at position 5
+  after a failed call that returned nothing).
+
+What this module does instead (`getmany`, and `LenientConsumer` built on it):
+
+1. It drains one partition per call to aiokafka. A call that raises has then drained nothing
+   but the failing partition, and aiokafka has left that partition's position where the call
+   started (`FetchResult.getall` moves it only once it returns). Only the first call, which
+   waits for data, spans several partitions; it asks for one record, so it either returns
+   that record or fails before draining anything.
+2. On the error, it fetches the failing partition from its position with a Fetch request of
+   its own (through the consumer's client) and parses the record set with the lenient parser
+   below. It hands over the records from the position to the end of the first batch holding
+   an undecodable record, and seeks past that batch: aiokafka parses a whole batch even when
+   asked for an offset inside it, so it would fail again on the records after the
+   undecodable one. That one comes as an `UndecodableRecord` (key and value as written,
+   header keys that are not UTF-8 shown with their bytes escaped, the reason); the
+   projector's validation dead-letters it (`projector.batch.validate`), `replay build` counts
+   it as poison, and the commit moves past it like past any poison record.
+3. An error it cannot recover from is raised only while nothing is drained; otherwise the
+   records drained so far are returned and the error is raised by the next call, as aiokafka
+   does for fetch errors.
+
+Other ways, and why not: catching the error around aiokafka's own `getmany` (a wrapper or a
+subclass that retries, or FastStream's consume loop) comes too late, as the records drained
+before the error are already lost; seeking back to offsets tracked from what was handed out
+breaks on rebalances and resets, where aiokafka moves positions by itself; replacing
+aiokafka's record parser means patching its fetcher internals and its C extension. The parser
+here reads the documented v2 record batch format and does not depend on aiokafka's parser;
+what it does depend on (the failure itself, the fetcher's position rule in 1, whole-batch
+parsing in 2, the Fetch request and response shapes of aiokafka 0.14, the consumer's
+`_client`) is pinned by the tests in `tests/unit/test_undecodable.py` and
+`tests/integration/test_undecodable_records.py`: an aiokafka upgrade that changes it fails
+them.
+
+FastStream builds its consumers with `partial(aiokafka.AIOKafkaConsumer, ...)`, rebuilt on
+every connect, and takes no consumer class; `consume_leniently` re-points that partial at
+`LenientConsumer` right after each connect. Only `read_uncommitted` consumers are supported
+(the lenient fetch does not filter aborted transactions).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import aiokafka.errors as errors
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import codec as codecs
+from aiokafka.protocol.fetch import FetchRequest
+from aiokafka.record.memory_records import MemoryRecords
+from aiokafka.record.util import calc_crc32c
+
+from projector.dead_letter import one_line
+
+if TYPE_CHECKING:
+    from faststream.kafka import KafkaBroker
+
+log = logging.getLogger("projector.undecodable")
+
+Record: TypeAlias = ConsumerRecord[Any, Any]
+Fetched: TypeAlias = dict[TopicPartition, list[Record]]
+
+# What aiokafka raises when it cannot decode a record (C extension, pure Python).
+PARSE_ERRORS = (UnicodeDecodeError, errors.CorruptRecordException)
+
+# Bytes asked for in the lenient fetch: aiokafka's default per partition. A broker returns at
+# least the first batch at the offset even when it is larger (KIP-74).
+FETCH_BYTES = 1_048_576
+READ_UNCOMMITTED = 0
+# Not 0: Tansu 0.6 answers a Fetch with max_wait_time=0 with no partitions at all.
+FETCH_WAIT_MS = 100
+# How long the recovery waits for a partition's position after a reset or an assignment.
+POSITION_WAIT_SECONDS = 5.0
+# How long `LenientConsumer.getone` waits per round.
+GETONE_WAIT_MS = 1_000
+
+
+@dataclass
+class UndecodableRecord(ConsumerRecord[bytes, bytes]):  # type: ignore[misc]  # aiokafka is untyped
+    """A record aiokafka could not decode, as written but for its header keys, and why."""
+
+    reason: str = ""
+
+
+# --- the lenient parser --------------------------------------------------------------------
+
+# The v2 record batch header, up to the records (the Kafka protocol's RecordBatch).
+_BATCH = struct.Struct(">qiibIhiqqqhii")
+_LOG_OVERHEAD = 12  # base offset (8) and batch length (4), not counted in the length
+_MAGIC_AT = 16  # base offset (8), length (4), partition leader epoch (4)
+_CRC_FROM = 21  # the CRC covers everything from the attributes on
+_CODEC_MASK = 0x07
+_LOG_APPEND_TIME = 0x08
+_CONTROL = 0x20
+_DECOMPRESS: dict[int, Callable[[bytes], bytes]] = {
+    1: codecs.gzip_decode,
+    2: codecs.snappy_decode,
+    3: codecs.lz4_decode,
+    4: codecs.zstd_decode,
+}
+
+
+@dataclass
+class ParsedBatch:
+    """One record batch of a record set, read leniently."""
+
+    records: list[Record]  # those at offsets from the start asked for
+    following: int  # the offset after the batch
+    # A record of the batch, at any offset, is undecodable: aiokafka fails on the whole
+    # batch, also when it is asked for an offset after that record.
+    undecodable: bool
+
+
+def parse_record_set(tp: TopicPartition, data: bytes, start: int) -> list[ParsedBatch]:
+    """The complete batches of a record set (the bytes of one partition in a fetch response;
+    a partial batch at the end is left for the next fetch), with their records at offsets
+    from `start`. Records are decoded as aiokafka decodes them (control batches skipped, as
+    with `read_uncommitted`), except that a header key that is not UTF-8 makes an
+    `UndecodableRecord`. Raises `CorruptRecordException` for a batch that is corrupt (bad
+    CRC, bad structure, unknown compression)."""
+    batches: list[ParsedBatch] = []
+    pos = 0
+    while len(data) - pos > _MAGIC_AT:
+        (length,) = struct.unpack_from(">i", data, pos + 8)
+        end = pos + _LOG_OVERHEAD + length
+        if length < _MAGIC_AT + 1 - _LOG_OVERHEAD or end > len(data):
+            break
+        batch = data[pos:end]
+        pos = end
+        if batch[_MAGIC_AT] < 2:
+            batches.append(_legacy_batch(tp, batch, start))
+        else:
+            batches.append(_batch_v2(tp, batch, start))
+    return batches
+
+
+def _batch_v2(tp: TopicPartition, batch: bytes, start: int) -> ParsedBatch:
+    if len(batch) < _BATCH.size:
+        raise errors.CorruptRecordException(f"{tp}: record batch of {len(batch)} bytes")
+    (
+        base_offset,
+        _length,
+        _epoch,
+        _magic,
+        crc,
+        attributes,
+        last_offset_delta,
+        first_timestamp,
+        max_timestamp,
+        _producer_id,
+        _producer_epoch,
+        _base_sequence,
+        count,
+    ) = _BATCH.unpack_from(batch)
+    if calc_crc32c(batch[_CRC_FROM:]) != crc:
+        raise errors.CorruptRecordException(f"{tp}: invalid CRC in the batch at {base_offset}")
+    parsed = ParsedBatch([], base_offset + last_offset_delta + 1, undecodable=False)
+    if attributes & _CONTROL:
+        return parsed
+    body = batch[_BATCH.size :]
+    codec = attributes & _CODEC_MASK
+    log_append_time = bool(attributes & _LOG_APPEND_TIME)
+    try:
+        if codec:
+            body = _DECOMPRESS[codec](body)
+        _records_v2(
+            tp,
+            body,
+            count,
+            base_offset,
+            max_timestamp if log_append_time else first_timestamp,
+            log_append_time,
+            start,
+            parsed,
+        )
+    except Exception as error:  # unknown codec, bad compressed data, bad record structure
+        raise errors.CorruptRecordException(
+            f"{tp}: the batch at {base_offset} cannot be read: {type(error).__name__}: {error}"
+        ) from error
+    return parsed
+
+
+def _records_v2(
+    tp: TopicPartition,
+    body: bytes,
+    count: int,
+    base_offset: int,
+    timestamp: int,
+    log_append_time: bool,
+    start: int,
+    into: ParsedBatch,
+) -> None:
+    timestamp_type = 1 if log_append_time else 0
+    pos = 0
+    for _ in range(count):
+        length, pos = _varint(body, pos)
+        end = pos + length
+        pos += 1  # attributes: none defined
+        timestamp_delta, pos = _varint(body, pos)
+        offset_delta, pos = _varint(body, pos)
+        key, pos = _nullable_bytes(body, pos)
+        value, pos = _nullable_bytes(body, pos)
+        header_count, pos = _varint(body, pos)
+        if header_count < 0:
+            raise ValueError(f"{header_count} headers")
+        headers: list[tuple[str, bytes | None]] = []
+        problems: list[str] = []
+        for index in range(header_count):
+            name, pos = _nullable_bytes(body, pos)
+            if name is None:
+                raise ValueError("a header without a key")
+            header_value, pos = _nullable_bytes(body, pos)
+            headers.append((_header_key(name, index, problems), header_value))
+        if pos != end:
+            raise ValueError(f"record of {length} bytes, {pos - end + length} read")
+        into.undecodable = into.undecodable or bool(problems)
+        offset = base_offset + offset_delta
+        if offset < start:
+            continue
+        fields = (
+            tp.topic,
+            tp.partition,
+            offset,
+            timestamp if log_append_time else timestamp + timestamp_delta,
+            timestamp_type,
+            key,
+            value,
+            None,  # checksum: none per record in v2
+            -1 if key is None else len(key),
+            -1 if value is None else len(value),
+            tuple(headers),
+        )
+        if problems:
+            reason = "headers: not decodable, " + "; ".join(problems)
+            into.records.append(UndecodableRecord(*fields, reason=one_line(reason)))
+        else:
+            into.records.append(ConsumerRecord(*fields))
+
+
+def _header_key(name: bytes, index: int, problems: list[str]) -> str:
+    try:
+        return name.decode("utf-8")
+    except UnicodeDecodeError as error:
+        problems.append(
+            f"the key of header {index} is not UTF-8 ({error.reason} at byte {error.start}): "
+            f"{name!r}, kept with its bytes escaped as \\xNN"
+        )
+        return name.decode("utf-8", "backslashreplace")
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    """A zigzag varint (or varlong) at `pos`, and the position after it."""
+    shift = value = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return (value >> 1) ^ -(value & 1), pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("a varint longer than 10 bytes")
+
+
+def _nullable_bytes(data: bytes, pos: int) -> tuple[bytes | None, int]:
+    size, pos = _varint(data, pos)
+    if size < 0:
+        return None, pos
+    if pos + size > len(data):
+        raise ValueError(f"{size} bytes past the end of the batch")
+    return data[pos : pos + size], pos + size
+
+
+def _legacy_batch(tp: TopicPartition, batch: bytes, start: int) -> ParsedBatch:
+    """Message format v0/v1 (no headers, so nothing undecodable): aiokafka's own parser."""
+    parsed = ParsedBatch([], start, undecodable=False)
+    legacy = MemoryRecords(batch).next_batch()
+    for record in legacy or ():
+        parsed.following = max(parsed.following, record.offset + 1)
+        if record.offset < start:
+            continue
+        key, value = record.key, record.value
+        parsed.records.append(
+            ConsumerRecord(
+                tp.topic,
+                tp.partition,
+                record.offset,
+                record.timestamp,
+                record.timestamp_type,
+                key,
+                value,
+                record.checksum,
+                -1 if key is None else len(key),
+                -1 if value is None else len(value),
+                (),
+            )
+        )
+    return parsed
+
+
+# --- the lenient fetch ---------------------------------------------------------------------
+
+
+async def fetch_record_set(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> bytes:
+    """The record set of `tp` from `offset`, as the partition leader sends it."""
+    client = consumer._client  # no public way to the raw bytes
+    leader = client.cluster.leader_for_partition(tp)
+    if leader is None or leader < 0:
+        client.force_metadata_update()
+        raise errors.LeaderNotAvailableError(f"no leader known for {tp}")
+    request = FetchRequest(
+        FETCH_WAIT_MS,
+        1,  # min bytes: the records are there (they just failed to decode), no wait
+        FETCH_BYTES,
+        READ_UNCOMMITTED,
+        [(tp.topic, [(tp.partition, offset, FETCH_BYTES)])],
+    )
+    response = await client.send(leader, request)
+    for topic, partitions in response.topics:
+        for partition, error_code, _highwater, *rest in partitions:
+            if (topic, partition) != (tp.topic, tp.partition):
+                continue
+            error = errors.for_code(error_code)
+            if error is not errors.NoError:
+                raise error(f"fetching {tp} at {offset}")
+            return bytes(rest[-1] or b"")
+    raise errors.KafkaError(f"the fetch response holds no data for {tp}")
+
+
+# --- getmany -------------------------------------------------------------------------------
+
+# An error met after records were drained, raised by the consumer's next `getmany`.
+_pending: weakref.WeakKeyDictionary[AIOKafkaConsumer, BaseException] = weakref.WeakKeyDictionary()
+
+
+async def getmany(
+    consumer: AIOKafkaConsumer,
+    *partitions: TopicPartition,
+    timeout_ms: int = 0,
+    max_records: int | None = None,
+) -> Fetched:
+    """`consumer.getmany(*partitions, timeout_ms=..., max_records=...)` of aiokafka, which
+    hands over records it cannot decode as `UndecodableRecord`s and loses none (see the module
+    documentation). Works on any `AIOKafkaConsumer` with `read_uncommitted`."""
+    pending = _pending.pop(consumer, None)
+    if pending is not None:
+        raise pending
+    base = AIOKafkaConsumer.getmany  # aiokafka's own, also when `consumer` is a LenientConsumer
+    got: Fetched = {}
+    try:
+        first: Fetched = await base(consumer, *partitions, timeout_ms=timeout_ms, max_records=1)
+    except PARSE_ERRORS as error:
+        # Nothing is drained: a call for one record fails before it has one.
+        wanted = list(partitions) or sorted(consumer.assignment())
+        await _recover(consumer, wanted, got, max_records, error)
+        return got
+    if not first:
+        return got
+    got.update(first)
+    left = None if max_records is None else max_records - 1
+    for tp in _starting_with(next(iter(first)), list(partitions) or sorted(consumer.assignment())):
+        if left is not None and left <= 0:
+            break
+        try:
+            part: Fetched = await base(consumer, tp, timeout_ms=0, max_records=left)
+        except PARSE_ERRORS as error:
+            # aiokafka left `tp` where this call started; `got` holds what came before.
+            left = await _recover(consumer, [tp], got, left, error)
+            continue
+        except errors.KafkaError as error:  # a fetch error of `tp`: the next call raises it
+            _pending[consumer] = error
+            break
+        for records in part.values():
+            got.setdefault(tp, []).extend(records)
+            if left is not None:
+                left -= len(records)
+    return got
+
+
+def _starting_with(first: TopicPartition, wanted: list[TopicPartition]) -> list[TopicPartition]:
+    """`first` (the partition aiokafka served first), then the others in turn after it."""
+    if first not in wanted:
+        return [first, *wanted]
+    at = wanted.index(first)
+    return [*wanted[at:], *wanted[:at]]
+
+
+async def _recover(
+    consumer: AIOKafkaConsumer,
+    candidates: Sequence[TopicPartition],
+    got: Fetched,
+    left: int | None,
+    error: BaseException,
+) -> int | None:
+    """Read the failing partition among `candidates` leniently (`_read_leniently`) into `got`.
+    Returns how many records may still be added. Raises only while `got` is empty: otherwise
+    a failure is kept for the next call."""
+    moved = False
+    failure: BaseException | None = None
+    for tp in candidates:
+        try:
+            records = await _read_leniently(consumer, tp, several=len(candidates) > 1, left=left)
+        except errors.KafkaError as read_error:
+            failure = read_error
+            continue
+        except Exception as read_error:  # a bug here must not lose `got`; and FastStream backs
+            # off on a KafkaError, but restarts at once (a tight loop) on anything else
+            failure = errors.KafkaError(f"reading {tp} leniently failed: {read_error!r}")
+            failure.__cause__ = read_error
+            continue
+        if records is None:
+            continue
+        moved = True
+        if records:
+            got.setdefault(tp, []).extend(records)
+            if left is not None:
+                left -= len(records)
+        if left is not None and left <= 0:
+            break
+    if moved:
+        if failure is not None:
+            _pending[consumer] = failure
+        return left
+    cause = failure or errors.CorruptRecordException(
+        f"a record aiokafka cannot decode was not found again ({type(error).__name__}: {error})"
+    )
+    if got:
+        _pending[consumer] = cause
+        return left
+    raise cause from error
+
+
+async def _read_leniently(
+    consumer: AIOKafkaConsumer, tp: TopicPartition, *, several: bool, left: int | None
+) -> list[Record] | None:
+    """Hand over what aiokafka cannot: the records of `tp` from its position to the end of
+    the first batch holding an undecodable record (aiokafka fails on the whole batch, whatever
+    the offset asked for), or, when there is none in reach, all the records fetched; and move
+    the consumer past them. None when `tp` is not the failing partition (with `several`
+    candidates: it has no such batch) or was sought meanwhile."""
+    position = await _position(consumer, tp)
+    if position is None:
+        return None
+    batches = parse_record_set(tp, await fetch_record_set(consumer, tp, position), position)
+    cut = next((i for i, batch in enumerate(batches) if batch.undecodable), None)
+    if cut is None and several:
+        return None  # aiokafka serves this one as usual
+    chosen = batches if cut is None else batches[: cut + 1]
+    records = [record for batch in chosen for record in batch.records]
+    following = chosen[-1].following if chosen else position
+    if left is not None and len(records) > left:
+        records = records[:left]
+        following = records[-1].offset + 1  # the rest comes with the next call
+    if following <= position:
+        raise errors.CorruptRecordException(f"{tp}: no complete record batch at {position}")
+    # The caller may have sought meanwhile (during the fetch): its seek wins. Awaited
+    # directly, `position` returns without suspending when the position is valid, so no
+    # seek can come between this check and ours.
+    try:
+        if await consumer.position(tp) != position:
+            return None
+    except errors.IllegalStateError:  # revoked meanwhile: its new owner reads it
+        return None
+    consumer.seek(tp, following)
+    for record in records:
+        if type(record) is UndecodableRecord:
+            log.info(
+                "partition %s offset %s: a record aiokafka cannot decode, read leniently",
+                record.partition,
+                record.offset,
+                extra={"partition": record.partition, "offset": record.offset},
+            )
+    return records
+
+
+async def _position(consumer: AIOKafkaConsumer, tp: TopicPartition) -> int | None:
+    """The partition's position; None when it is not assigned or has none yet (then it has
+    nothing fetched, so it is not the failing partition)."""
+    try:
+        position: int = await asyncio.wait_for(consumer.position(tp), POSITION_WAIT_SECONDS)
+    except (TimeoutError, errors.IllegalStateError):
+        return None
+    return position
+
+
+# --- the consumer and the FastStream hook --------------------------------------------------
+
+
+class LenientConsumer(AIOKafkaConsumer):  # type: ignore[misc]  # aiokafka is untyped
+    """An `AIOKafkaConsumer` whose `getmany` and `getone` hand over records it cannot decode
+    as `UndecodableRecord`s and lose none (the module's `getmany`)."""
+
+    def __init__(self, *topics: str, **options: Any) -> None:
+        if options.get("isolation_level", "read_uncommitted") != "read_uncommitted":
+            raise ValueError("LenientConsumer reads with isolation_level='read_uncommitted' only")
+        super().__init__(*topics, **options)
+
+    async def getmany(
+        self, *partitions: TopicPartition, timeout_ms: int = 0, max_records: int | None = None
+    ) -> Fetched:
+        return await getmany(self, *partitions, timeout_ms=timeout_ms, max_records=max_records)
+
+    async def getone(self, *partitions: TopicPartition) -> Record:
+        while True:
+            for records in (
+                await self.getmany(*partitions, timeout_ms=GETONE_WAIT_MS, max_records=1)
+            ).values():
+                return records[0]
+
+
+def lenient_builder(builder: Callable[..., AIOKafkaConsumer]) -> Callable[..., AIOKafkaConsumer]:
+    """FastStream's consumer builder, building a `LenientConsumer` with the same options."""
+    if isinstance(builder, partial) and builder.func is LenientConsumer:
+        return builder
+    if not (isinstance(builder, partial) and builder.func is AIOKafkaConsumer):
+        # A FastStream upgrade changed how it builds consumers: fail at start, not silently.
+        raise TypeError(f"expected partial(AIOKafkaConsumer, ...) from FastStream: {builder!r}")
+    return partial(LenientConsumer, *builder.args, **builder.keywords)
+
+
+def consume_leniently(broker: KafkaBroker) -> KafkaBroker:
+    """Make the broker's subscribers consume with `LenientConsumer`. FastStream's
+    `KafkaBrokerConfig.connect` sets `builder = partial(aiokafka.AIOKafkaConsumer, ...)` on
+    every connect, and subscribers build their consumer with it once connected."""
+    config = broker.config.broker_config
+    connect = config.connect
+
+    async def connect_leniently(**connection: Any) -> None:
+        await connect(**connection)
+        config.builder = lenient_builder(config.builder)
+
+    config.connect = connect_leniently  # type: ignore[method-assign]  # on this instance only
+    return broker
