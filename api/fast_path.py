@@ -1,13 +1,15 @@
-"""The pollers' hot path: `GET /v1/jobs/{id}` with a valid token and no query, served
-without FastAPI's per-request machinery.
+"""The pollers' hot path: `GET /v1/jobs/{id}`, plain or long-polling, with a valid token,
+served without FastAPI's per-request machinery.
 
 A plain ASGI middleware in front of the app. It answers only when everything is routine -
-the exact path, a ULID, no query string, a token that verifies, a stored job - using the
-same pieces as the route (`TokenVerifier`, `JobReader`, `job_response`), so the bytes are
-the route's. Anything else (no or bad token, a query such as `?wait=`, another path) goes
-to FastAPI unchanged, which stays the one place that writes 401 and 422 bodies. Measured:
-FastAPI's dependency solving and parameter validation cost several times the work of the
-read itself (README "Performance").
+the exact path, a ULID, no query string or only `wait` and `after_seq` in plain digits
+within the route's bounds, a token that verifies, a stored job - using the same pieces as
+the route (`TokenVerifier`, `JobReader`, `wait_for_change`, `job_response`), so the bytes
+are the route's. Anything else (no or bad token, another parameter, a value the route would
+refuse or parse differently, another path) goes to FastAPI unchanged, which stays the one
+place that writes 401 and 422 bodies. Measured: FastAPI's dependency solving and parameter
+validation cost several times the work of the read itself (README "Performance"); a
+long-poll answers every change of a job, so it is as hot as a plain read.
 """
 
 from __future__ import annotations
@@ -20,10 +22,33 @@ from api.auth import Unauthenticated
 from api.dependencies import Services
 from api.errors import not_found, unavailable
 from api.redis_client import UNAVAILABLE_ERRORS
-from api.render import is_complete
-from api.routes import job_response
+from api.render import is_complete, public_seq
+from api.routes import MAX_WAIT_SECONDS, job_response, wait_for_change
 
 _JOB_PATH = re.compile(r"/v1/jobs/([0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25})")
+_PLAIN_SECONDS = re.compile(rb"\d{1,2}(?:\.\d{1,6})?")
+_PLAIN_SEQ = re.compile(rb"\d{1,18}")
+
+
+def poll_parameters(query: bytes) -> tuple[float, int] | None:
+    """(`wait`, `after_seq`) of a query holding only those, each at most once, in plain
+    digits within the route's bounds; None when the route must decide (and maybe say 422)."""
+    wait, after_seq = 0.0, 0
+    seen: set[bytes] = set()
+    for part in query.split(b"&") if query else ():
+        name, equals, value = part.partition(b"=")
+        if not equals or name in seen:
+            return None
+        seen.add(name)
+        if name == b"wait" and _PLAIN_SECONDS.fullmatch(value):
+            wait = float(value)
+            if wait > MAX_WAIT_SECONDS:
+                return None
+        elif name == b"after_seq" and _PLAIN_SEQ.fullmatch(value):
+            after_seq = int(value)
+        else:
+            return None
+    return wait, after_seq
 
 
 class FastJobReads:
@@ -34,8 +59,8 @@ class FastJobReads:
         if (
             scope["type"] != "http"
             or scope["method"] != "GET"
-            or scope["query_string"]
             or (match := _JOB_PATH.fullmatch(scope["path"])) is None
+            or (poll := poll_parameters(scope["query_string"])) is None
         ):
             await self.app(scope, receive, send)
             return
@@ -55,8 +80,11 @@ class FastJobReads:
             await self.app(scope, receive, send)  # FastAPI writes the 401
             return
         job_id = match.group(1).upper()
+        wait, after_seq = poll
         try:
             stored = await services.reader.read(tenant_id, job_id)
+            if wait > 0 and public_seq(stored.fields) <= after_seq:
+                stored = await wait_for_change(services, tenant_id, job_id, wait, after_seq)
         except UNAVAILABLE_ERRORS:
             await unavailable()(scope, receive, send)
             return

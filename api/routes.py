@@ -95,7 +95,7 @@ async def get_job(
     job_id = id.upper()
     stored = await services.reader.read(tenant_id, job_id)
     if wait > 0 and public_seq(stored.fields) <= after_seq:
-        stored = await _wait_for_change(services, tenant_id, job_id, wait, after_seq)
+        stored = await wait_for_change(services, tenant_id, job_id, wait, after_seq)
     if not is_complete(stored.fields):
         return not_found()
     return job_response(services, job_id, stored, if_none_match)
@@ -136,7 +136,7 @@ def _matches(if_none_match: str, etag: str) -> bool:
     return any(tag in (etag, "*") for tag in candidates)
 
 
-async def _wait_for_change(
+async def wait_for_change(
     services: Services, tenant_id: str, job_id: str, wait: float, after_seq: int
 ) -> StoredJobFields:
     deadline = time.monotonic() + wait

@@ -10,12 +10,12 @@ event of the job up to s visible at the moment it arrived. An event's freshness 
 moment minus the moment it was handed to the producer, both read from this process's clock.
 The job's `created` event (seq 1) never shows as `latest_event`, so seqs 2 and up are timed.
 
-Baseline, in the same run: a bare aiokafka consumer assigned every partition, with the fetch
-settings the projector's subscriber has (aiokafka's defaults: a fetch waits up to 500 ms for
-data), notes when each timed event reaches it: what the broker alone costs a consumer like
-the projector's (not a strict floor: the two consumers' fetches are not in step). A
-subscriber to the merge's change announcements in Redis splits ours in two: produced →
-merged in Redis, and merged → visible over HTTP (the api's share).
+Baseline, in the same run: a bare aiokafka consumer assigned every partition, with the
+projector's fetch settings (`KAFKA_FETCH_MAX_WAIT_MS`), notes when each timed event reaches
+it: what the broker alone costs a consumer like the projector's (not a strict floor: the two
+consumers' fetches are not in step). A subscriber to the merge's change announcements in
+Redis splits ours in two: produced -> merged in Redis, and merged -> visible over HTTP (the
+api's share).
 Target: p99 at most 100 ms. `python -m bench.freshness [--rate 5000 --seconds 30]`.
 """
 
@@ -48,6 +48,7 @@ from bench.common import (
     write_result,
 )
 from contracts.job_state import DEFAULT_VERSION, change_channel
+from projector.settings import ProjectorSettings
 from tests.integration.support import ulid
 from tests.stack import create_topics, start_stack
 from tests.stack.services import start_api
@@ -181,7 +182,11 @@ async def bare_consumer(
 ) -> None:
     """Note when each timed event reaches a consumer that does nothing else."""
     followed = {run.jobs[i].job_id.encode(): i for i in run.followed}
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=ProjectorSettings().kafka_fetch_max_wait_ms,  # the projector's
+    )
     await consumer.start()
     try:
         partitions = [TopicPartition(TOPIC, p) for p in range(PARTITIONS)]

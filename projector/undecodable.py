@@ -56,6 +56,7 @@ every connect, and takes no consumer class; `consume_leniently` re-points that p
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import struct
 import weakref
@@ -519,7 +520,28 @@ class LenientConsumer(AIOKafkaConsumer):  # type: ignore[misc]  # aiokafka is un
     async def getmany(
         self, *partitions: TopicPartition, timeout_ms: int = 0, max_records: int | None = None
     ) -> Fetched:
-        return await getmany(self, *partitions, timeout_ms=timeout_ms, max_records=max_records)
+        """aiokafka's own `getmany` while every record decodes, the common case, at its full
+        speed (draining one partition per call, as the module's `getmany` does, cost the
+        projector a third of its throughput: measured 0.16 against 0.24 of raw consumption).
+        When a record does not decode, every partition goes back to where this call found
+        it - which brings back the records aiokafka drained and dropped with the error - and
+        the module's `getmany` takes the same records again, one partition at a time."""
+        if self in _pending:
+            return await getmany(self, *partitions, timeout_ms=timeout_ms, max_records=max_records)
+        found: dict[TopicPartition, int] = {}
+        for tp in partitions or self.assignment():
+            with contextlib.suppress(errors.IllegalStateError):  # revoked meanwhile
+                found[tp] = await self.position(tp)
+        try:
+            fetched: Fetched = await super().getmany(
+                *partitions, timeout_ms=timeout_ms, max_records=max_records
+            )
+        except PARSE_ERRORS:
+            for tp, offset in found.items():
+                with contextlib.suppress(errors.IllegalStateError):
+                    self.seek(tp, offset)
+            return await getmany(self, *partitions, timeout_ms=timeout_ms, max_records=max_records)
+        return fetched
 
     async def getone(self, *partitions: TopicPartition) -> Record:
         while True:

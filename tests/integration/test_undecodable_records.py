@@ -278,10 +278,14 @@ def expected_layout() -> dict[int, list[tuple[bytes | None, bool]]]:
 
 
 @pytest.mark.parametrize("max_records", [None, 1, 3])
+@pytest.mark.parametrize("lenient_consumer", [False, True], ids=["getmany", "LenientConsumer"])
 async def test_getmany_hands_over_every_record_once_in_order(
-    kafka_bootstrap: str, layout_topic: str, max_records: int | None
+    kafka_bootstrap: str, layout_topic: str, max_records: int | None, lenient_consumer: bool
 ) -> None:
-    consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, enable_auto_commit=False)
+    """The module's `getmany` on any consumer, and `LenientConsumer.getmany`: aiokafka's own
+    until a record fails, then back to where the call started and the module's way."""
+    kind = LenientConsumer if lenient_consumer else AIOKafkaConsumer
+    consumer = kind(bootstrap_servers=kafka_bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
         partitions = [TopicPartition(layout_topic, p) for p in LAYOUT]
@@ -290,7 +294,10 @@ async def test_getmany_hands_over_every_record_once_in_order(
         seen: dict[int, list[ConsumerRecord[bytes, bytes]]] = {p: [] for p in LAYOUT}
         deadline = time.monotonic() + 30
         while sum(map(len, seen.values())) < RECORDS and time.monotonic() < deadline:
-            fetched = await getmany(consumer, timeout_ms=200, max_records=max_records)
+            if lenient_consumer:
+                fetched = await consumer.getmany(timeout_ms=200, max_records=max_records)
+            else:
+                fetched = await getmany(consumer, timeout_ms=200, max_records=max_records)
             assert max_records is None or sum(map(len, fetched.values())) <= max_records
             for tp, records in fetched.items():
                 seen[tp.partition].extend(records)
@@ -319,5 +326,38 @@ async def test_getone_of_a_lenient_consumer_hands_over_every_record(
             record = await asyncio.wait_for(consumer.getone(), timeout=30)
             seen[record.partition].append((record.key, type(record) is UndecodableRecord))
         assert seen == expected_layout()
+    finally:
+        await consumer.stop()
+
+
+@pytest.mark.parametrize("bad_partition", [0, 1])
+async def test_records_drained_before_another_partition_fails_are_not_lost(
+    kafka_bootstrap: str, unique: str, bad_partition: int
+) -> None:
+    """aiokafka drains partition after partition into one result; when a later one fails,
+    the records of the earlier ones go with the error while their positions stay moved.
+    `LenientConsumer` puts the positions back: every good record still comes, once."""
+    topic = f"undecodable.drained.{unique}"
+    await create_topics(kafka_bootstrap, {topic: 2})
+    good = 1 - bad_partition
+    await produce_batch(
+        kafka_bootstrap, topic, good, encode_batch([numbered(good, n) for n in range(5)])
+    )
+    await produce_batch(
+        kafka_bootstrap, topic, bad_partition, encode_batch([undecodable(bad_partition, 0)])
+    )
+    consumer = LenientConsumer(bootstrap_servers=kafka_bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in (0, 1)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        await asyncio.sleep(1.5)  # both partitions fetched: one call drains both
+        seen: list[tuple[int, int]] = []
+        deadline = time.monotonic() + 30
+        while len(seen) < 6 and time.monotonic() < deadline:
+            for tp, records in (await consumer.getmany(timeout_ms=200)).items():
+                seen.extend((tp.partition, r.offset) for r in records)
+        assert sorted(seen) == sorted([(good, n) for n in range(5)] + [(bad_partition, 0)])
     finally:
         await consumer.stop()
