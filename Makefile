@@ -44,6 +44,10 @@ schema: install
 
 # Every benchmark on the local stack: bench/results/latest.{json,md} and charts (~10 min).
 bench: install
+	@command -v wrk >/dev/null 2>&1 || { \
+		echo "installing wrk (the read benchmark's load generator)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null \
+		|| echo "wrk not installed: the read benchmark uses its slower asyncio client"; }
 	$(UV) run python -m bench.run_all
 
 # The same at small sizes (~1 min), into bench/results/quick/: CI checks that it all runs.
