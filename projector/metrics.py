@@ -9,10 +9,12 @@ keeps growing while the projector is stuck (Redis down) instead of showing the l
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from typing import Any, Protocol
 
 from aiokafka import TopicPartition
+from aiokafka.errors import IllegalStateError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from contracts.build import register_build_info
@@ -20,6 +22,8 @@ from projector.batch import BatchOutcome, PreparedBatch
 
 # Seconds: from a few milliseconds (a batch, a fresh event) to minutes (a backlog).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+# A scrape must answer within Prometheus's timeout even while a partition's offset is reset.
+POSITION_WAIT_SECONDS = 0.2
 
 
 class Assignment(Protocol):
@@ -95,7 +99,10 @@ class ProjectorMetrics:
                 continue
             done = self._committed.get(tp)
             if done is None:  # not committed by this process yet: where it reads from
-                done = await consumer.position(tp)
+                try:  # known at once, unless its offset is being reset: then skip, not hang
+                    done = await asyncio.wait_for(consumer.position(tp), POSITION_WAIT_SECONDS)
+                except (TimeoutError, IllegalStateError):  # revoked meanwhile, or resetting
+                    continue
             self._lag.labels(str(tp.partition)).set(max(0, highwater - done))
 
 

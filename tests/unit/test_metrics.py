@@ -3,6 +3,8 @@ tests/integration/test_metrics.py)."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
@@ -131,3 +133,17 @@ async def test_a_request_the_app_fails_counts_as_500() -> None:
     with pytest.raises(RuntimeError):
         await middleware(scope, receive, send)
     assert sample(metrics, "api_request_seconds_count", route="/healthz", status="500") == 1
+
+
+class Resetting(Assigned):
+    async def position(self, partition: TopicPartition) -> int:
+        await asyncio.sleep(60)  # an offset reset that takes its time
+        return 0
+
+
+async def test_a_scrape_skips_a_partition_whose_position_is_not_known_yet() -> None:
+    metrics = ProjectorMetrics()
+    started = time.monotonic()
+    await metrics.refresh_lag(Resetting({0: 25}, position=0))
+    assert time.monotonic() - started < 2
+    assert metrics.registry.get_sample_value("projector_consumer_lag", {"partition": "0"}) is None
