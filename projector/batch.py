@@ -244,7 +244,7 @@ class BatchProjector:
 
     async def _dead_letter(self, record: Record, reason: str) -> None:
         log.warning(
-            "dead-lettered partition=%s offset=%s: %s",
+            "poison record partition=%s offset=%s: %s",
             record.partition,
             record.offset,
             reason,
