@@ -17,8 +17,6 @@ from aiokafka import AIOKafkaProducer
 from contracts.events import JobEvent
 from projector.replay.topic import partition_for_key
 from tests.integration.support import ulid
-from tests.stack.processes import LocalProcess, free_port
-from tests.stack.services import start_projector
 
 RESULTS = Path(__file__).parent / "results"
 REPO = Path(__file__).resolve().parents[1]
@@ -146,11 +144,6 @@ async def produce_fast(
             await future
     finally:
         await producer.stop()
-
-
-def start_bench_projector(env: dict[str, str], workdir: Path, name: str) -> LocalProcess:
-    """`python -m projector run` with a metrics port of its own, so that several can run."""
-    return start_projector(env | {"PROJECTOR_HTTP_PORT": str(free_port())}, workdir, name)
 
 
 def rss_mib(pid: int | None = None) -> float:

@@ -44,14 +44,13 @@ from bench.common import (
     percentile,
     read_response,
     send_partitioned,
-    start_bench_projector,
     write_result,
 )
 from contracts.job_state import DEFAULT_VERSION, change_channel
 from projector.settings import ProjectorSettings
 from tests.integration.support import ulid
 from tests.stack import create_topics, start_stack
-from tests.stack.services import start_api
+from tests.stack.services import start_api, start_projector
 
 SECRET = "bench-freshness-secret-0123456789abcdef"  # noqa: S105 - a bench key
 PARTITIONS = 4
@@ -284,7 +283,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         await create_topics(stack.kafka_bootstrap, {TOPIC: PARTITIONS, f"{TOPIC}.dlq": 1})
         env = stack.env() | {"KAFKA_TOPIC": TOPIC, "JWT_SECRET": SECRET}
-        started.append(start_bench_projector(env, workdir, "projector-freshness"))
+        started.append(start_projector(env, workdir, "projector-freshness"))
         api = start_api(env, workdir)
         started.append(api)
         jobs, events = schedule(args.rate, args.seconds, args.in_flight, args.events_per_job)

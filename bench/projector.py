@@ -33,12 +33,12 @@ from bench.common import (
     lifecycle_records,
     produce_fast,
     rss_mib,
-    start_bench_projector,
     write_result,
 )
 from contracts.events import JobEvent
 from tests.integration.support import committed_offsets
 from tests.stack import create_topics, start_stack
+from tests.stack.services import start_projector
 
 PARTITIONS = 4
 
@@ -103,7 +103,7 @@ async def measure_ours(
     env: dict[str, str], workdir: Path, bootstrap: str, topic: str, total: int, group: str
 ) -> tuple[float, list[float]]:
     """Events/s over the steady window, and the projector's RSS (MiB) at 10 %, 50 %, 100 %."""
-    projector = start_bench_projector(env, workdir, "projector-bench")
+    projector = start_projector(env, workdir, "projector-bench")
     try:
         progress: list[tuple[float, int]] = []
         rss: list[float] = []

@@ -42,7 +42,6 @@ from bench.common import (
     job_events,
     lifecycle_records,
     produce_fast,
-    start_bench_projector,
     write_result,
 )
 from projector.batch import Record, prepare, tune_garbage_collector
@@ -50,6 +49,7 @@ from projector.store import ProjectionStore, load_merge_function
 from tests.integration.support import committed_offsets, ulid
 from tests.stack import create_topics, start_stack
 from tests.stack.processes import LocalProcess
+from tests.stack.services import start_projector
 
 PARTITIONS = 4
 ASSIGNED = re.compile(r"Setting newly assigned partitions (.*?) for group")
@@ -113,7 +113,7 @@ async def drain(
     topic, version = f"bench.scale.{members}", f"scale{members}"
     await create_topics(bootstrap, {topic: PARTITIONS, f"{topic}.dlq": 1})
     env = stack_env | {"KAFKA_TOPIC": topic, "PROJECTION_VERSION": version}
-    processes = [start_bench_projector(env, workdir, f"{version}-{n}") for n in range(members)]
+    processes = [start_projector(env, workdir, f"{version}-{n}") for n in range(members)]
     try:
         join_seconds = await wait_joined(processes)
         logged = [len(assignments(p)) for p in processes]

@@ -29,12 +29,11 @@ from bench.common import (
     percentile,
     produce_fast,
     rss_mib,
-    start_bench_projector,
     write_result,
 )
 from tests.stack import create_topics, start_stack
 from tests.stack.processes import free_port
-from tests.stack.services import start_api
+from tests.stack.services import start_api, start_projector
 
 SECRET = "soak-secret-0123456789abcdef0123456789"  # noqa: S105 - a local test key
 PARTITIONS = 4
@@ -122,7 +121,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         topic = "soak.events"
         await create_topics(stack.kafka_bootstrap, {topic: PARTITIONS, f"{topic}.dlq": 1})
         env = stack.env() | {"KAFKA_TOPIC": topic, "JWT_SECRET": SECRET}
-        projector = start_bench_projector(env, workdir, "projector-soak")
+        projector = start_projector(env, workdir, "projector-soak")
         started.append(projector)
         port = free_port()
         api = start_api(env, workdir, port)

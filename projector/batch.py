@@ -157,13 +157,7 @@ def prepare(records: Sequence[Record]) -> PreparedBatch:
     """Validate every record once and fold the valid ones per job. Pure: never fails."""
     fold, dead = BatchFold(), list[tuple[Record, str]]()
     _fold_records(records, fold, dead)
-    return PreparedBatch(
-        records,
-        dead,
-        *fold.packed(),
-        fold.events_per_job(),
-        fold.occurred_at_sample(LATENCY_SAMPLE),
-    )
+    return _prepared(records, dead, fold, fold.packed()[1])
 
 
 # Records validated (or jobs encoded) between two yields to the event loop in
@@ -184,6 +178,12 @@ async def prepare_cooperatively(records: Sequence[Record]) -> PreparedBatch:
     for part in fold.packed_slices(RECORDS_PER_SLICE):
         packed.extend(part)
         await asyncio.sleep(0)
+    return _prepared(records, dead, fold, packed)
+
+
+def _prepared(
+    records: Sequence[Record], dead: list[tuple[Record, str]], fold: BatchFold, packed: list[str]
+) -> PreparedBatch:
     return PreparedBatch(
         records,
         dead,

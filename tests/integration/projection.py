@@ -80,16 +80,16 @@ def shuffled_with_duplicates(events: list[JobEvent], seed: int = 7) -> list[JobE
     return delivery
 
 
-async def produce(bootstrap: str, topic: str, events: Iterable[JobEvent]) -> None:
-    """Send events as they are, in this order, keyed by job id."""
+async def produce(bootstrap: str, topic: str, events: Iterable[JobEvent]) -> list[Any]:
+    """Send events as they are, in this order, keyed by job id; where each one landed
+    (aiokafka's RecordMetadata: partition, offset)."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
     await producer.start()
     try:
         futures = [
             await producer.send(topic, encode_event(e), key=e.job_id.encode()) for e in events
         ]
-        for future in futures:
-            await future
+        return [await future for future in futures]
     finally:
         await producer.stop()
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.client import AIOKafkaClient
 from aiokafka.protocol.produce import ProduceRequest
 from redis.asyncio import Redis
@@ -24,7 +24,12 @@ from redis.asyncio import Redis
 from contracts.events import JobEvent
 from contracts.publisher import encode_event
 from projector.undecodable import LenientConsumer, UndecodableRecord, getmany
-from tests.integration.projection import assert_projection_equals_fold, job_events, projector_env
+from tests.integration.projection import (
+    assert_projection_equals_fold,
+    job_events,
+    produce,
+    projector_env,
+)
 from tests.integration.projection import spawn as spawn_projector
 from tests.integration.support import committed_offsets, consume_all, event, eventually
 from tests.integration.test_replay import ok, replay
@@ -67,17 +72,8 @@ class Stream:
 
 
 async def produce_events(bootstrap: str, topic: str, events: list[JobEvent], into: Stream) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
-    await producer.start()
-    try:
-        futures = [
-            await producer.send(topic, encode_event(e), key=e.job_id.encode()) for e in events
-        ]
-        for future in futures:
-            placed = await future
-            into.placed(placed.partition, placed.offset)
-    finally:
-        await producer.stop()
+    for placed in await produce(bootstrap, topic, events):
+        into.placed(placed.partition, placed.offset)
     into.valid.extend(events)
 
 
