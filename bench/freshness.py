@@ -3,19 +3,29 @@
 A paced producer writes the lifecycles of many jobs into the topic at `--rate` events/s
 (`--in-flight` jobs at a time, each receiving `--events-per-job` events: created, queued,
 stages, succeeded), projected by a real `python -m projector run` and read through a real
-`python -m api`. Every `--watch-every`-th job is followed by a client long-polling
-`GET /v1/jobs/{id}?wait=…&after_seq=<the last seq it saw>` (CONTRACT §3): the answer comes
-as soon as `latest_event.seq` passes `after_seq`, and an answer showing seq s makes every
-event of the job up to s visible at the moment it arrived. An event's freshness is that
-moment minus the moment it was handed to the producer, both read from this process's clock.
+`python -m api`. Like a Kafka producer with `linger.ms`, it sends what came due every
+`--linger-ms` (one record batch per partition), and an event's time counts from the moment it
+came due, so the wait in the producer is part of the figure. Every `--watch-every`-th job is
+followed by a client long-polling `GET /v1/jobs/{id}?wait=…&after_seq=<the last seq it saw>`
+(CONTRACT §3): the answer comes as soon as `latest_event.seq` passes `after_seq`, and an
+answer showing seq s makes every event of the job up to s visible at the moment it arrived.
+An event's freshness is that moment minus the moment it came due, both read from this
+process's clock.
 The job's `created` event (seq 1) never shows as `latest_event`, so seqs 2 and up are timed.
 
-Baseline, in the same run: a bare aiokafka consumer assigned every partition, with the
-projector's fetch settings (`KAFKA_FETCH_MAX_WAIT_MS`), notes when each timed event reaches
-it: what the broker alone costs a consumer like the projector's (not a strict floor: the two
-consumers' fetches are not in step). A subscriber to the merge's change announcements in
-Redis splits ours in two: produced -> merged in Redis, and merged -> visible over HTTP (the
-api's share).
+Baseline, in the same run and on the same broker: the same schedule is first produced into a
+topic of its own, read by a bare aiokafka consumer assigned every partition, with the
+projector's fetch settings (`KAFKA_FETCH_MAX_WAIT_MS`), which notes when each timed event
+reaches it: what the broker alone costs a consumer like the projector's. It runs before the
+projector's phase, not beside it, because a second consumer on the topic doubles the broker's
+fetch work (Tansu's in-memory fetch costs grow with the partition's log: measured, one
+consumer of a 5,000 events/s topic took Tansu from 0.16 to 0.97 of a core over 30 s), and
+the figure it is compared with would pay for the comparison. The same growth is why the
+producer's batching matters here: Tansu's fetch work grows with the number of record batches
+in the log, so the broker-only phase is also run with the producer sending every
+`--compare-linger-ms`, to show what the broker alone costs then. A subscriber to the merge's
+change announcements in Redis splits ours in two: produced -> merged in Redis, and merged ->
+visible over HTTP (the api's share).
 Target: p99 at most 100 ms. `python -m bench.freshness [--rate 5000 --seconds 30]`.
 """
 
@@ -55,8 +65,8 @@ from tests.stack.services import start_api, start_projector
 SECRET = "bench-freshness-secret-0123456789abcdef"  # noqa: S105 - a bench key
 PARTITIONS = 4
 TOPIC = "bench.freshness"
+BASELINE_TOPIC = "bench.freshness.broker"  # the broker-only phases' (a suffix each)
 TARGET_P99_MS = 100.0
-TICK = 0.005  # the producer sends what is due every 5 ms
 WAIT_SECONDS = 10  # a long poll's hold; an event not visible by then is an error
 TENANTS = 50
 clock = time.perf_counter
@@ -136,10 +146,16 @@ async def follow(port: int, job: Job, per_job: int, run: Run, tokens: dict[str, 
 
 
 async def produce_paced(
-    bootstrap: str, events: list[Scheduled], run: Run, on_first_event: Any
+    bootstrap: str,
+    topic: str,
+    events: list[Scheduled],
+    run: Run,
+    on_first_event: Any,
+    linger: float,
 ) -> list[tuple[float, int]]:
-    """Send each event when it is due (every TICK, what is due), and wait for every
-    acknowledgement; returns (seconds from the start, events sent) of every send."""
+    """Send what came due every `linger` s, timing each event from the moment it came due,
+    and wait for every acknowledgement; returns (seconds from the start, events sent) of
+    every send."""
     producer = fast_producer(bootstrap)
     await producer.start()
     acks: list[asyncio.Future[Any]] = []
@@ -154,16 +170,16 @@ async def produce_paced(
                 due += 1
             if due > sent:
                 stamp = clock()
-                for _, index, seq, _, _ in events[sent:due]:
+                for at, index, seq, _, _ in events[sent:due]:
                     if index in run.followed:
-                        run.sent_at[(index, seq)] = stamp
+                        run.sent_at[(index, seq)] = started + at  # due, not handed over
                         if seq == 1:
                             on_first_event(index)
                 batch = [(key, value) for _, _, _, key, value in events[sent:due]]
-                acks += await send_partitioned(producer, TOPIC, batch, PARTITIONS)
+                acks += await send_partitioned(producer, topic, batch, PARTITIONS)
                 sends.append((stamp - started, due - sent))
                 sent = due
-            await asyncio.sleep(TICK)
+            await asyncio.sleep(linger)
         await asyncio.gather(*acks)
         return sends
     finally:
@@ -177,7 +193,7 @@ def steady_rate(sends: list[tuple[float, int]], start: float, end: float) -> flo
 
 
 async def bare_consumer(
-    bootstrap: str, run: Run, ready: asyncio.Event, stop: asyncio.Event
+    bootstrap: str, topic: str, run: Run, ready: asyncio.Event, stop: asyncio.Event
 ) -> None:
     """Note when each timed event reaches a consumer that does nothing else."""
     followed = {run.jobs[i].job_id.encode(): i for i in run.followed}
@@ -188,9 +204,9 @@ async def bare_consumer(
     )
     await consumer.start()
     try:
-        partitions = [TopicPartition(TOPIC, p) for p in range(PARTITIONS)]
+        partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
         consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)  # only the readiness probe is there
+        await consumer.seek_to_beginning(*partitions)
         ready.set()
         while not stop.is_set():
             fetched = await consumer.getmany(timeout_ms=100)
@@ -276,31 +292,90 @@ def latency_summary(latencies: list[float]) -> dict[str, Any]:
     }
 
 
+class CpuMeter:
+    """Cores each process used between construction and `read()`: what competed."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self._pids = pids
+        self._before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        self._started = clock()
+
+    def read(self) -> dict[str, float]:
+        window = clock() - self._started
+        return {
+            name: round((cpu_seconds(pid) - self._before[name]) / window, 2)
+            for name, pid in self._pids.items()
+        }
+
+
+async def broker_phase(
+    bootstrap: str,
+    topic: str,
+    events: list[Scheduled],
+    baseline: Run,
+    pids: dict[str, int],
+    linger: float,
+) -> dict[str, float]:
+    """Produce the schedule into `topic`, a topic of its own, timed by the bare consumer
+    alone; returns the cores used meanwhile."""
+    stop, consuming = asyncio.Event(), asyncio.Event()
+    consumer = asyncio.create_task(bare_consumer(bootstrap, topic, baseline, consuming, stop))
+    await consuming.wait()
+    cpu = CpuMeter(pids)
+    await produce_paced(bootstrap, topic, events, baseline, lambda index: None, linger)
+    deadline = clock() + WAIT_SECONDS
+    timed = sum(1 for _, seq in baseline.sent_at if seq >= 2)  # as the consumer times them
+    while len(baseline.delivered_at) < timed and clock() < deadline:
+        await asyncio.sleep(0.1)
+    used = cpu.read()
+    stop.set()
+    await consumer
+    missing = timed - len(baseline.delivered_at)
+    if missing:
+        baseline.errors.append(f"{missing} events not delivered to the bare consumer")
+    return used
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="bench-freshness-"))
     stack = start_stack(workdir)
     started = []
     try:
-        await create_topics(stack.kafka_bootstrap, {TOPIC: PARTITIONS, f"{TOPIC}.dlq": 1})
-        env = stack.env() | {"KAFKA_TOPIC": TOPIC, "JWT_SECRET": SECRET}
-        started.append(start_projector(env, workdir, "projector-freshness"))
-        api = start_api(env, workdir)
-        started.append(api)
+        lingers = [args.linger_ms, *([args.compare_linger_ms] if args.compare_linger_ms else [])]
+        baseline_topics = {ms: f"{BASELINE_TOPIC}.{ms:g}ms" for ms in lingers}
+        await create_topics(
+            stack.kafka_bootstrap,
+            {TOPIC: PARTITIONS, f"{TOPIC}.dlq": 1}
+            | dict.fromkeys(baseline_topics.values(), PARTITIONS),
+        )
         jobs, events = schedule(args.rate, args.seconds, args.in_flight, args.events_per_job)
         start_every = args.events_per_job / args.rate
         followed = {
             job.index
             for job in jobs
-            if job.index % args.watch_every == 0 and job.index * start_every >= args.warmup
+            if job.index * start_every >= args.warmup and job.index % args.watch_every == 0
         }
+        print(
+            f"producing {len(events):,} events over {len(jobs):,} jobs at {args.rate:,.0f}/s, "
+            f"timing {len(followed):,} jobs: to a bare consumer, then through the projector "
+            "and the api ...",
+            flush=True,
+        )
+        pids = {p.name: p.process.pid for p in stack.local.values()} | {"bench": os.getpid()}
+        baselines, broker_cpu = {}, {}
+        for ms, topic in baseline_topics.items():
+            baselines[ms] = Run(jobs, followed)
+            broker_cpu[ms] = await broker_phase(
+                stack.kafka_bootstrap, topic, events, baselines[ms], pids, ms / 1000
+            )
+
+        env = stack.env() | {"KAFKA_TOPIC": TOPIC, "JWT_SECRET": SECRET}
+        started.append(start_projector(env, workdir, "projector-freshness"))
+        api = start_api(env, workdir)
+        started.append(api)
         shared = Run(jobs, followed)
         tokens = {f"tenant-{n}": token(f"tenant-{n}") for n in range(TENANTS)}
         await wait_until_projecting(stack.kafka_bootstrap, api.port)
-        print(
-            f"producing {len(events):,} events over {len(jobs):,} jobs at {args.rate:,.0f}/s, "
-            f"following {len(followed):,} jobs ...",
-            flush=True,
-        )
 
         followers: list[asyncio.Task[None]] = []
 
@@ -308,24 +383,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             task = follow(api.port, jobs[index], args.events_per_job, shared, tokens)
             followers.append(asyncio.create_task(task))
 
-        stop = asyncio.Event()
-        consuming, listening = asyncio.Event(), asyncio.Event()
-        observers = [
-            asyncio.create_task(bare_consumer(stack.kafka_bootstrap, shared, consuming, stop)),
-            asyncio.create_task(change_listener(stack.redis_url, shared, listening, stop)),
-        ]
-        await consuming.wait()
+        stop, listening = asyncio.Event(), asyncio.Event()
+        listener = asyncio.create_task(change_listener(stack.redis_url, shared, listening, stop))
         await listening.wait()
-        pids = {p.name: p.process.pid for p in [*stack.local.values(), *started]}
-        pids["bench"] = os.getpid()
-        cpu_before, cpu_started = {n: cpu_seconds(pid) for n, pid in pids.items()}, clock()
-        sends = await produce_paced(stack.kafka_bootstrap, events, shared, on_first_event)
+        cpu = CpuMeter(pids | {p.name: p.process.pid for p in started})
+        sends = await produce_paced(
+            stack.kafka_bootstrap, TOPIC, events, shared, on_first_event, args.linger_ms / 1000
+        )
         await asyncio.wait_for(asyncio.gather(*followers), WAIT_SECONDS * 3)
-        cpu_window = clock() - cpu_started
-        cpu = {n: (cpu_seconds(pid) - cpu_before[n]) / cpu_window for n, pid in pids.items()}
-        await asyncio.sleep(0.5)  # the bare consumer's last fetch
+        used = cpu.read()
         stop.set()
-        await asyncio.gather(*observers)
+        await listener
         for process in started:
             if process.process.poll() is not None:
                 raise RuntimeError(f"{process.name} exited:\n{process.log_tail()}")
@@ -335,14 +403,25 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         stack.stop()
 
     visible = latency_summary(shared.latencies(shared.visible_at))
-    delivered = latency_summary(shared.latencies(shared.delivered_at))
+    baseline = baselines[args.linger_ms]
+    delivered = latency_summary(baseline.latencies(baseline.delivered_at))
     stored = latency_summary(shared.latencies(shared.stored_at))
     api_share = latency_summary(
         [at - shared.stored_at[e] for e, at in shared.visible_at.items() if e in shared.stored_at]
     )
     ramp = (args.events_per_job - 1) * args.in_flight / args.rate
+    errors = [*(e for b in baselines.values() for e in b.errors), *shared.errors]
+    compared = None
+    if args.compare_linger_ms:
+        other = baselines[args.compare_linger_ms]
+        compared = {
+            "linger_ms": args.compare_linger_ms,
+            "broker_delivery": latency_summary(other.latencies(other.delivered_at)),
+            "cpu_cores_used": broker_cpu[args.compare_linger_ms],
+        }
     return {
         "rate_target_events_per_s": args.rate,
+        "linger_ms": args.linger_ms,
         "produced_events": len(events),
         "produce_seconds": sends[-1][0],
         "produced_events_per_s": steady_rate(sends, ramp, args.seconds),
@@ -355,13 +434,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "stored": stored,
         "stored_to_visible": api_share,
         "target_p99_ms": TARGET_P99_MS,
-        "meets_target": visible["p99_ms"] <= TARGET_P99_MS and not shared.errors,
+        "meets_target": visible["p99_ms"] <= TARGET_P99_MS and not errors,
         "visible_p99_vs_target": visible["p99_ms"] / TARGET_P99_MS,
         "visible_p99_vs_broker_p99": visible["p99_ms"] / max(delivered["p99_ms"], 1e-9),
         # Cores busy per process while producing: on a shared machine, what competed.
-        "cpu_cores_used": {name: round(used, 2) for name, used in cpu.items()},
-        "errors": len(shared.errors),
-        "error_examples": shared.errors[:5],
+        "cpu_cores_used": used,
+        "broker_phase_cpu_cores_used": broker_cpu[args.linger_ms],
+        # The broker alone with the producer sending more often (more, smaller batches).
+        "broker_at_compare_linger": compared,
+        "errors": len(errors),
+        "error_examples": errors[:5],
     }
 
 
@@ -378,6 +460,18 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--events-per-job", type=int, default=10)
     parser.add_argument("--watch-every", type=int, default=10, help="follow every n-th job")
     parser.add_argument("--warmup", type=float, default=3.0, help="s before jobs are followed")
+    parser.add_argument(
+        "--linger-ms",
+        type=float,
+        default=20.0,
+        help="the producer sends what came due this often (its linger.ms)",
+    )
+    parser.add_argument(
+        "--compare-linger-ms",
+        type=float,
+        default=5.0,
+        help="also time the broker alone with the producer sending this often (0: not)",
+    )
     return parser
 
 
@@ -399,6 +493,14 @@ def main() -> None:
         f"errors {result['errors']}"
     )
     print(f"cores used: {result['cpu_cores_used']}")
+    print(f"cores used by the broker-only phase: {result['broker_phase_cpu_cores_used']}")
+    if compared := result["broker_at_compare_linger"]:
+        summary = compared["broker_delivery"]
+        print(
+            f"broker alone, producer sending every {compared['linger_ms']:g} ms: "
+            f"p50 {summary['p50_ms']:.1f} ms, p99 {summary['p99_ms']:.1f} ms; "
+            f"cores used: {compared['cpu_cores_used']}"
+        )
     print(f"wrote {write_result('freshness', result)}")
 
 

@@ -101,12 +101,13 @@ def freshness_rows(r: dict[str, Any]) -> list[Row]:
     visible, broker, stored = r["visible"], r["broker_delivery"], r["stored"]
     api = r["stored_to_visible"]
     verdict = "met" if r["meets_target"] else "missed"
-    return [
+    rows: list[Row] = [
         (
             f"freshness: produced → visible over HTTP (`?wait=` long-poll), "
             f"{n(r['produced_events_per_s'])} events/s produced "
-            f"(target {n(r['rate_target_events_per_s'])}), {n(r['jobs_in_flight'])} jobs in "
-            f"flight, {n(visible['samples'])} events timed",
+            f"(target {n(r['rate_target_events_per_s'])}) in batches every "
+            f"{r.get('linger_ms', 5):g} ms, {n(r['jobs_in_flight'])} jobs in flight, "
+            f"{n(visible['samples'])} events timed",
             f"p50 {ms(visible['p50_ms'])}, p99 {ms(visible['p99_ms'])}, "
             f"max {ms(visible['max_ms'])}",
             f"broker delivery to a bare aiokafka consumer: p50 {ms(broker['p50_ms'])}, "
@@ -124,6 +125,22 @@ def freshness_rows(r: dict[str, Any]) -> list[Row]:
             "",
         ),
     ]
+    compared = r.get("broker_at_compare_linger")
+    if compared:
+        alone = compared["broker_delivery"]
+        rows.append(
+            (
+                "",
+                f"broker alone with the producer sending every {compared['linger_ms']:g} ms "
+                f"instead of {r['linger_ms']:g} ms: p50 {ms(alone['p50_ms'])}, "
+                f"p99 {ms(alone['p99_ms'])}, Tansu using "
+                f"{compared['cpu_cores_used'].get('tansu', 0):.2f} cores "
+                f"(against {r['broker_phase_cpu_cores_used'].get('tansu', 0):.2f})",
+                "",
+                "",
+            )
+        )
+    return rows
 
 
 def replay_rows(r: dict[str, Any]) -> list[Row]:
@@ -301,6 +318,13 @@ def freshness_chart(r: dict[str, Any], figure: Figure) -> None:
         ("visible", "visible over HTTP"),
     ):
         axes.plot(r[key]["percentiles_ms"], quantiles, label=label)
+    if compared := r.get("broker_at_compare_linger"):
+        axes.plot(
+            compared["broker_delivery"]["percentiles_ms"],
+            quantiles,
+            linestyle=":",
+            label=f"broker → bare consumer, batches every {compared['linger_ms']:g} ms",
+        )
     axes.axvline(r["target_p99_ms"], color="black", linestyle="--", linewidth=1)
     axes.axhline(99, color="grey", linestyle=":", linewidth=1)
     axes.text(r["target_p99_ms"], 3, " target: p99 ≤ 100 ms", fontsize=8)
