@@ -19,7 +19,7 @@ projector's fetch settings (`KAFKA_FETCH_MAX_WAIT_MS`), which notes when each ti
 reaches it: what the broker alone costs a consumer like the projector's. It runs before the
 projector's phase, not beside it, because a second consumer on the topic doubles the broker's
 fetch work (Tansu's in-memory fetch costs grow with the partition's log: measured, one
-consumer of a 5,000 events/s topic took Tansu from 0.16 to 0.97 of a core over 30 s), and
+consumer of a 5,000 events/s topic took Tansu from 0.16 to 0.97 of a core over 40 s), and
 the figure it is compared with would pay for the comparison. The same growth is why the
 producer's batching matters here: Tansu's fetch work grows with the number of record batches
 in the log, so the broker-only phase is also run with the producer sending every
