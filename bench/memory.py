@@ -123,7 +123,7 @@ async def redis_bytes_per_job(jobs: int) -> dict[str, Any]:
         await produce_fast(stack.kafka_bootstrap, TOPIC, records, PARTITIONS)
         env = stack.env() | {"KAFKA_TOPIC": TOPIC, "PROJECTION_VERSION": VERSION}
         # Runs the projector until it committed every event, then stops it.
-        rate, _ = await projector_bench.measure_ours(
+        drained = await projector_bench.measure_ours(
             env, workdir, stack.kafka_bootstrap, TOPIC, len(records), GROUP
         )
         stored, after = await redis.dbsize() - keys_before, await memory_info(redis)
@@ -135,7 +135,7 @@ async def redis_bytes_per_job(jobs: int) -> dict[str, Any]:
             "jobs": jobs,
             "events": len(records),
             "projected_by": "python -m projector run, from the produced events",
-            "projector_events_per_s": rate,
+            "projector_events_per_s": drained.events_per_s,
             "used_memory_before": before["used_memory"],
             "used_memory_after": after["used_memory"],
             "bytes_per_job": per_job,

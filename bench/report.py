@@ -50,10 +50,17 @@ def ms(value: float) -> str:
 
 def projector_rows(r: dict[str, Any]) -> list[Row]:
     ours = r["projector_events_per_s"]
+    passes = r.get("projector_events_per_s_per_pass", [ours])
     return [
         (
             f"projector, {n(r['events'])} events over {n(r['jobs'])} jobs",
-            f"{n(ours)} events/s",
+            f"{n(ours)} events/s"
+            + (
+                f" over {r['projector_window_seconds']:.1f} s of {len(passes)} passes "
+                f"({', '.join(n(p) for p in passes)})"
+                if len(passes) > 1
+                else ""
+            ),
             f"raw aiokafka consumption {n(r['raw_events_per_s'])} events/s",
             f"{r['projector_vs_raw']:.2f} of raw",
         ),
