@@ -72,7 +72,12 @@ def projector_rows(r: dict[str, Any]) -> list[Row]:
         ),
         (
             "`replay build` of the same topic",
-            f"{n(r['replay_build_events_per_s'])} events/s",
+            f"{n(r['replay_build_events_per_s'])} events/s"
+            + (
+                f" over {len(builds)} builds ({', '.join(n(b) for b in builds)})"
+                if len(builds := r.get("replay_build_events_per_s_per_pass", [])) > 1
+                else ""
+            ),
             "the live projector above",
             f"{r['replay_build_vs_projector']:.2f}",
         ),
