@@ -201,17 +201,18 @@ async def run(
                 )
             )
         env = stack.env() | {"KAFKA_TOPIC": topic, "PROJECTION_VERSION": "bench"}
-        ours = sum(d.events for d in drained) / sum(d.seconds for d in drained)
+        window = sum(d.seconds for d in drained)
+        ours = sum(d.events for d in drained) / window
         rss = drained[0].rss_mib
         print(
-            f"projector: {ours:,.0f} events/s over {sum(d.seconds for d in drained):.1f} s "
+            f"projector: {ours:,.0f} events/s over {window:.1f} s "
             f"({', '.join(f'{d.events_per_s:,.0f}' for d in drained)} per pass); "
             f"RSS at 10/50/100 %: {rss} MiB",
             flush=True,
         )
         result |= {
             "projector_events_per_s": ours,
-            "projector_window_seconds": sum(d.seconds for d in drained),
+            "projector_window_seconds": window,
             "projector_events_per_s_per_pass": [d.events_per_s for d in drained],
             "projector_rss_mib_at_10_50_100_percent": rss,
         }

@@ -48,16 +48,21 @@ def ms(value: float) -> str:
 # --- the table -----------------------------------------------------------------------------------
 
 
+def each_run(rates: list[float], runs: str) -> str:
+    """ " over 3 builds (75,037, 71,261, 74,282)" for a figure made of several runs."""
+    return f" over {len(rates)} {runs} ({', '.join(n(rate) for rate in rates)})"
+
+
 def projector_rows(r: dict[str, Any]) -> list[Row]:
     ours = r["projector_events_per_s"]
     passes = r.get("projector_events_per_s_per_pass", [ours])
+    builds = r.get("replay_build_events_per_s_per_pass", [])
     return [
         (
             f"projector, {n(r['events'])} events over {n(r['jobs'])} jobs",
             f"{n(ours)} events/s"
             + (
-                f" over {r['projector_window_seconds']:.1f} s of {len(passes)} passes "
-                f"({', '.join(n(p) for p in passes)})"
+                f" in {r['projector_window_seconds']:.1f} s" + each_run(passes, "passes")
                 if len(passes) > 1
                 else ""
             ),
@@ -73,11 +78,7 @@ def projector_rows(r: dict[str, Any]) -> list[Row]:
         (
             "`replay build` of the same topic",
             f"{n(r['replay_build_events_per_s'])} events/s"
-            + (
-                f" over {len(builds)} builds ({', '.join(n(b) for b in builds)})"
-                if len(builds := r.get("replay_build_events_per_s_per_pass", [])) > 1
-                else ""
-            ),
+            + (each_run(builds, "builds") if len(builds) > 1 else ""),
             "the live projector above",
             f"{r['replay_build_vs_projector']:.2f}",
         ),
