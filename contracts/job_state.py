@@ -69,10 +69,12 @@ class JobState(NamedTuple):
 
 # Hash fields, one per group; short, since memory is per job.
 F_HEAD, F_ORIGIN, F_PUBLIC = "h", "o", "p"
-# Separators that never occur in the values (compact JSON escapes control characters;
-# ids, statuses, types and timestamps have none).
-UNIT = "\x1f"  # between the values of one group
-GROUP = "\x1e"  # between the groups of a packed delta
+# The separator between the values of one group: it never occurs in them (compact JSON
+# escapes control characters; ids, statuses, types and timestamps have none).
+UNIT = "\x1f"
+# A job's delta for the server-side merge: its head, origin and public group values, '' for
+# an absent group.
+Delta = tuple[str, str, str]
 
 
 def job_key(version: str, tenant_id: str, job_id: str) -> str:
@@ -81,8 +83,10 @@ def job_key(version: str, tenant_id: str, job_id: str) -> str:
 
 
 def change_channel(version: str, tenant_id: str, job_id: str) -> str:
-    """Where the merge announces a change of the head or public group (sharded pub/sub)."""
-    return f"changed:{version}:{{{tenant_id}:{job_id}}}"
+    """Where the merge announces a change of the head or public group (sharded pub/sub): the
+    job's key names its channel too (channels and keys are apart in Redis), so the merge
+    publishes without building a name, and the channel shares the key's cluster slot."""
+    return job_key(version, tenant_id, job_id)
 
 
 def job_key_pattern(version: str) -> str:
@@ -106,16 +110,13 @@ def public_value(public: Public) -> str:
     return f"{public.seq}{UNIT}{public.event_id}{UNIT}{public.event_json}"
 
 
-def pack_delta(state: JobState) -> str:
-    """The three group values joined by GROUP ('' for an absent group): one argument of the
-    server-side merge per job."""
+def pack_delta(state: JobState) -> Delta:
+    """The three group values of a state, as the server-side merge takes them."""
     head, origin, public = state.head, state.origin, state.public
     return (
-        ("" if head is None else head_value(head))
-        + GROUP
-        + ("" if origin is None else origin_value(origin))
-        + GROUP
-        + ("" if public is None else public_value(public))
+        "" if head is None else head_value(head),
+        "" if origin is None else origin_value(origin),
+        "" if public is None else public_value(public),
     )
 
 

@@ -35,7 +35,8 @@ from projector.undecodable import UndecodableRecord
 log = logging.getLogger("projector.batch")
 
 Record: TypeAlias = ConsumerRecord[Any, Any]
-# (jobs, their packed deltas) -> groups written per job; raises when Redis did not confirm.
+# (jobs, their deltas: three values per job) -> groups written per job; raises when Redis
+# did not confirm.
 Merge = Callable[[list[JobRef], list[str]], Awaitable[list[int]]]
 
 
@@ -143,7 +144,7 @@ class PreparedBatch:
     records: Sequence[Record]
     dead: list[tuple[Record, str]]
     jobs: list[JobRef]
-    packed: list[str]
+    packed: list[str]  # the jobs' deltas, three values per job (`BatchFold.packed`)
     # Events per job index, for the jobs seen more than once (BatchFold.events_per_job).
     events_per_job: dict[int, int] = field(default_factory=dict)
     occurred_at: list[datetime] = field(default_factory=list)  # a sample, for the latency

@@ -45,7 +45,6 @@ from contracts.job_state import (
     F_HEAD,
     F_ORIGIN,
     F_PUBLIC,
-    GROUP,
     JobState,
     change_channel,
     decode_state,
@@ -74,10 +73,13 @@ SHOWN_INVALID = 5
 FIELDS = (F_HEAD, F_ORIGIN, F_PUBLIC)
 NAMES = ("redis", "topic")
 
+# Between the fields of the digest: a control character, never inside a stored value.
+DIGEST_SEPARATOR = "\x1e"
 LIBRARY = "jobs_repair"
 REPLACE_FUNCTION = "job_replace_if_unchanged"
 # KEYS[1]: the job hash. ARGV: the digest of h, o, p as read ('' for an absent field, joined
-# by GROUP), the change channel, the public seq to announce, then the new fields and values.
+# by DIGEST_SEPARATOR), the change channel, the public seq to announce, then the new fields
+# and values.
 REPAIR_LIBRARY = f"""#!lua name={LIBRARY}
 local function replace_if_unchanged(keys, args)
   local key = keys[1]
@@ -313,8 +315,8 @@ def _raw(value: str | None) -> str:
 
 def digest(fields: Mapping[bytes, bytes]) -> str:
     """The digest the repair function compares: SHA-1 of h, o, p as stored, '' for an absent
-    field, joined by GROUP."""
-    joined = GROUP.encode().join(fields.get(name.encode(), b"") for name in FIELDS)
+    field, joined by DIGEST_SEPARATOR."""
+    joined = DIGEST_SEPARATOR.encode().join(fields.get(name.encode(), b"") for name in FIELDS)
     return hashlib.sha1(joined, usedforsecurity=False).hexdigest()
 
 

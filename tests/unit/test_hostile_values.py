@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from contracts.events import MAX_ARTIFACTS, MAX_MESSAGE_CHARS, JobEvent
-from contracts.job_state import F_HEAD, F_ORIGIN, F_PUBLIC, GROUP, UNIT, JobState, decode_state
+from contracts.job_state import F_HEAD, F_ORIGIN, F_PUBLIC, UNIT, Delta, JobState, decode_state
 from contracts.publisher import encode_event
 from projector.app import KafkaDeadLetters
 from projector.batch import (
@@ -513,10 +513,9 @@ def assert_one_line_reason(reason: str) -> None:
     dead_letter_headers(reason, "jobs.events", 0, 0)  # UTF-8 for the header: no surrogates
 
 
-def unpack(packed: str) -> JobState:
-    """A packed delta read back the way the server-side merge splits it."""
-    assert packed.count(GROUP) == 2, f"exactly three groups: {packed[:200]!r}"
-    head, origin, public = packed.split(GROUP)
+def unpack(delta: Delta) -> JobState:
+    """A job's delta read back the way the server-side merge and the api read its values."""
+    head, origin, public = delta
     assert head.count(UNIT) == 3, "no separator inside a value"
     assert origin.count(UNIT) == 3, "no separator inside a value"
     assert public == "" or public.count(UNIT) == 2, "no separator inside a value"
@@ -529,8 +528,10 @@ def assert_packs_into_its_fold(event: JobEvent) -> None:
     batch.add(event)
     jobs, packed = batch.packed()
     assert jobs == [(event.tenant_id, event.job_id)]
-    packed[0].encode()  # Redis takes UTF-8: a lone surrogate here would fail every retry
-    assert unpack(packed[0]) == fold([event])
+    assert len(packed) == 3, "three values per job"
+    for value in packed:
+        value.encode()  # Redis takes UTF-8: a lone surrogate here would fail every retry
+    assert unpack((packed[0], packed[1], packed[2])) == fold([event])
 
 
 def assert_agrees_with_the_document(event: JobEvent, value: bytes) -> None:
@@ -633,10 +634,12 @@ def test_a_batch_dead_letters_exactly_the_rejected_records_and_folds_the_others(
         assert [(r.offset, reason) for r, reason in prepared.dead] == [
             (r.offset, outcomes[r.offset]) for r in should_die
         ]
-        assert len(prepared.jobs) == len(prepared.packed) == len(by_job)
-        for ref, packed in zip(prepared.jobs, prepared.packed, strict=True):
-            packed.encode()
-            assert unpack(packed) == fold(by_job[ref]), f"job {ref}"
+        assert 3 * len(prepared.jobs) == len(prepared.packed) == 3 * len(by_job)
+        stored = prepared.packed
+        deltas = [(stored[i], stored[i + 1], stored[i + 2]) for i in range(0, len(stored), 3)]
+        for ref, delta in zip(prepared.jobs, deltas, strict=True):
+            "".join(delta).encode()
+            assert unpack(delta) == fold(by_job[ref]), f"job {ref}"
 
 
 def test_the_heaviest_values_are_sorted_without_stalling_the_batch() -> None:
