@@ -19,6 +19,7 @@ import gc
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -207,12 +208,27 @@ def _fold_records(
             add(event)  # type: ignore[arg-type]  # a JobEvent
 
 
-class BatchProjector:
-    """Writes and commits batches, one write in flight while the next batch is prepared.
+# Batches written at once. A batch's dead letters and merges go out as soon as it is
+# prepared, while the batch before it may still be in Redis or committing: the projector does
+# not wait for Redis unless it is two batches behind (measured: the wait for the previous
+# batch was 10 % of the projector's time with one batch in flight, under 1 % with two).
+WRITES_IN_FLIGHT = 2
 
-    Batch N+1 is validated and folded while batch N's dead letters and merges travel; N+1's
-    writes start only once N is committed, so commits stay in order. When N fails, it has
-    rewound its partitions; N+1 (fetched after it) is dropped and rewound too.
+
+@dataclass
+class _Write:
+    task: asyncio.Task[bool]  # True once the batch is committed
+    records: Sequence[Record]
+    consumer: OffsetControl
+
+
+class BatchProjector:
+    """Writes and commits batches in order, preparing each while earlier ones are written.
+
+    Merges are idempotent and commute, so a batch's merges need not wait for the batch before
+    it; its commit does, so commits stay in order. When a batch fails, the batches after it
+    (fetched after it) are not committed either; once every one of them is done, all of
+    their partitions are rewound to their first offsets and the projector backs off.
     """
 
     def __init__(
@@ -226,8 +242,7 @@ class BatchProjector:
         self._dead_letters = dead_letters
         self._backoff = backoff
         self._observer = observer
-        self._in_flight: asyncio.Task[bool] | None = None
-        self._in_flight_records: Sequence[Record] = ()
+        self._in_flight: deque[_Write] = deque()
 
     async def apply(self, batch: PreparedBatch) -> BatchOutcome:
         """Dead-letter the poison, then merge the rest. Raises on any I/O failure."""
@@ -255,8 +270,9 @@ class BatchProjector:
         await self._dead_letters.send(record.key, record.value, [*record.headers, *headers])
 
     async def handle(self, records: Sequence[Record], consumer: OffsetControl) -> None:
-        """Prepare a batch, wait for the previous one to be committed, and start writing
-        this one. Never raises (cancellation abandons the batches in flight uncommitted)."""
+        """Prepare a batch and start writing it once fewer than WRITES_IN_FLIGHT earlier
+        batches are in flight. Never raises (cancellation abandons the batches in flight
+        uncommitted)."""
         if not records:
             return
         started = time.perf_counter()
@@ -264,47 +280,70 @@ class BatchProjector:
             batch = await prepare_cooperatively(records)
         except Exception as error:  # a bug, not bad input: never skip past it
             log.exception("batch of %d records not prepared (%s); rewinding", len(records), error)
-            await self.settle()
-            rewind(consumer, [*self._in_flight_records, *records])
-            await asyncio.sleep(self._backoff.next_delay())
+            await self._recover(consumer, records)
             return
-        if not await self.settle():
-            rewind(consumer, [*self._in_flight_records, *records])
-            return
-        self._in_flight_records = records
-        self._in_flight = asyncio.create_task(self._write_and_commit(batch, consumer, started))
+        in_flight = self._in_flight
+        while len(in_flight) >= WRITES_IN_FLIGHT:
+            if not await in_flight[0].task:
+                await self._recover(consumer, records)
+                return
+            in_flight.popleft()
+        previous = in_flight[-1].task if in_flight else None
+        task = asyncio.create_task(self._write_and_commit(batch, consumer, started, previous))
+        in_flight.append(_Write(task, records, consumer))
 
     async def settle(self) -> bool:
-        """Wait for the batch in flight; False when it failed (and was rewound)."""
-        in_flight, self._in_flight = self._in_flight, None
-        return True if in_flight is None else await in_flight
+        """Wait for every batch in flight; False when one failed (they were then rewound)."""
+        while self._in_flight:
+            oldest = self._in_flight[0]
+            if not await oldest.task:
+                await self._recover(oldest.consumer, ())
+                return False
+            self._in_flight.popleft()
+        return True
 
     async def close(self) -> None:
-        """Abandon the batch in flight, if any: it is not committed, so it comes again."""
-        if self._in_flight is not None:
-            self._in_flight.cancel()
+        """Abandon the batches in flight, if any: they are not committed, so they come again."""
+        while self._in_flight:
+            task = self._in_flight.pop().task  # the latest first: it waits for the others
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._in_flight
-            self._in_flight = None
+                await task
+
+    async def _recover(self, consumer: OffsetControl, later: Sequence[Record]) -> None:
+        """After a failure: wait for the batches in flight (none commits after the failed
+        one), rewind the uncommitted ones and `later` to their first offsets, back off."""
+        uncommitted: list[Record] = []
+        while self._in_flight:
+            write = self._in_flight.popleft()
+            if not await write.task:
+                uncommitted.extend(write.records)
+        rewound = [*uncommitted, *later]
+        rewind(consumer, rewound)
+        delay = self._backoff.next_delay()
+        log.warning("rewound %d records; retry in %.2f s", len(rewound), delay)
+        await asyncio.sleep(delay)
 
     async def _write_and_commit(
-        self, batch: PreparedBatch, consumer: OffsetControl, started: float
+        self,
+        batch: PreparedBatch,
+        consumer: OffsetControl,
+        started: float,
+        previous: asyncio.Task[bool] | None,
     ) -> bool:
         records = batch.records
         try:
             outcome = await self.apply(batch)
+            if previous is not None and not await previous:
+                return False  # an earlier batch failed: this one is rewound with it
             offsets = next_offsets(records)
             await consumer.commit(offsets)
         except Exception as error:
-            delay = self._backoff.next_delay()
             log.warning(
-                "batch of %d records not projected (%s); rewinding, retry in %.2f s",
+                "batch of %d records not projected (%s)",
                 len(records),
                 one_line(f"{type(error).__name__}: {error}"),
-                delay,
             )
-            rewind(consumer, records)
-            await asyncio.sleep(delay)
             return False
         self._backoff.reset()
         if self._observer is not None:

@@ -91,10 +91,63 @@ async def test_the_batch_after_a_failed_one_is_rewound_with_it() -> None:
     worker = projector(store, sink)
     await worker.handle([record(5, GOOD)], consumer)
     await worker.handle([record(6, GOOD), record(0, GOOD, partition=1)], consumer)
+    assert not await worker.settle()
     assert consumer.commits == []
     assert (TopicPartition("jobs", 1), 0) in consumer.seeks
     assert (TopicPartition("jobs", 0), 5) in consumer.seeks
     assert (TopicPartition("jobs", 0), 6) not in consumer.seeks, "never past the failed batch"
+
+
+class FailingSecondMerge(FakeStore):
+    async def merge(self, jobs: list[JobRef], packed: list[str]) -> list[int]:
+        if len(self.merged) == 1:
+            self.merged.append([])
+            raise ConnectionError("redis away")
+        return await super().merge(jobs, packed)
+
+
+async def test_the_batches_before_a_failed_one_stay_committed_and_the_later_ones_do_not() -> None:
+    store, sink, consumer = FailingSecondMerge(), FakeSink(), FakeConsumer()
+    worker = projector(store, sink)
+    for offset in (10, 11, 12, 13):  # the second fails; two more come before it is noticed
+        await worker.handle([record(offset, GOOD)], consumer)
+    await worker.settle()
+    assert consumer.commits == [{TopicPartition("jobs", 0): 11}]
+    assert consumer.seeks == [(TopicPartition("jobs", 0), 11)], "back to the failed batch"
+    await worker.handle([record(11, GOOD)], consumer)
+    assert await worker.settle()
+    assert consumer.commits[-1] == {TopicPartition("jobs", 0): 12}
+
+
+class SlowCommits(FakeConsumer):
+    """Holds every commit until `release` is set, noting what was merged meanwhile."""
+
+    def __init__(self, store: FakeStore) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.store = store
+        self.merged_before_commit: list[int] = []
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        self.merged_before_commit.append(len(self.store.merged))
+        await self.release.wait()
+        await super().commit(offsets)
+
+
+async def test_a_batch_is_merged_before_the_previous_commit_but_committed_after_it() -> None:
+    store, sink = FakeStore(), FakeSink()
+    consumer = SlowCommits(store)
+    worker = projector(store, sink)
+    await worker.handle([record(0, GOOD)], consumer)
+    # Not held up by the first batch's commit:
+    await asyncio.wait_for(worker.handle([record(1, GOOD)], consumer), timeout=5)
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert len(store.merged) == 2, "the second batch's merge did not wait for the first commit"
+    assert consumer.commits == []
+    consumer.release.set()
+    assert await worker.settle()
+    assert consumer.commits == [{TopicPartition("jobs", 0): 1}, {TopicPartition("jobs", 0): 2}]
 
 
 async def test_an_unexpected_error_while_preparing_rewinds_instead_of_skipping(
