@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from pydantic_core import to_json, to_jsonable_python
+from pydantic import TypeAdapter
+from pydantic_core import to_jsonable_python
 
-from contracts.events import JobEvent
+from contracts.events import JobEvent, StorageArtifact
 from contracts.job_state import (
     STATUS_BY_KIND,
     SURFACING_KINDS,
@@ -42,8 +43,22 @@ def origin_key(seq: int, event_id: str) -> tuple[int, str]:
     return (-seq, event_id)
 
 
+# Typed serialisers: pydantic-core then need not work out each value's type (measured:
+# 0.76 against 1.02 us for a stored event, 2.1 against 2.6 us for two artifacts). The output
+# is `to_json`'s, byte for byte.
+_artifacts_json = TypeAdapter(list[StorageArtifact]).serializer.to_json
+_stored_event_json = TypeAdapter(
+    tuple[str, str, list[StorageArtifact], dict[str, Any], datetime]
+).serializer.to_json
+
+
+def manifest_json(event: JobEvent) -> str:
+    """The head's manifest: a succeeded event's artifacts as a JSON list, else `[]`."""
+    return _artifacts_json(event.artifacts).decode() if event.kind == "succeeded" else "[]"
+
+
 def head_of(event: JobEvent) -> Head:
-    manifest = to_json(event.artifacts).decode() if event.kind == "succeeded" else "[]"
+    manifest = manifest_json(event)
     return Head(event.seq, event.event_id, STATUS_BY_KIND[event.kind], manifest)
 
 
@@ -66,7 +81,7 @@ def stored_event_json(event: JobEvent) -> str:
     """The public event as `latest_event` keeps it: a `StoredEvent` as a JSON array,
     serialised in one pydantic-core call (the hot path of the projector: measured 1.1 us
     against 2.3 us for an object assembled from pieces with the timestamp made UTC here)."""
-    return to_json(
+    return _stored_event_json(
         (event.kind, event.message, event.artifacts, event.payload, event.occurred_at)
     ).decode()
 
@@ -78,9 +93,9 @@ def public_of(event: JobEvent) -> Public:
 def packed_delta(head: JobEvent, origin: JobEvent, public: JobEvent | None) -> Delta:
     """`pack_delta(JobState(head_of(head), origin_of(origin), public_of(public)))`, written
     straight from the winning events: once per job and batch, the projector's hot path."""
-    manifest = to_json(head.artifacts).decode() if head.kind == "succeeded" else "[]"
     return (
-        f"{head.seq}{UNIT}{head.event_id}{UNIT}{STATUS_BY_KIND[head.kind]}{UNIT}{manifest}",
+        f"{head.seq}{UNIT}{head.event_id}{UNIT}{STATUS_BY_KIND[head.kind]}{UNIT}"
+        f"{manifest_json(head)}",
         f"{origin.seq}{UNIT}{origin.event_id}{UNIT}{origin.job_type}{UNIT}"
         f"{iso_text(origin.job_created_at)}",
         ""
@@ -95,9 +110,8 @@ def single_event_delta(event: JobEvent) -> Delta:
     once (measured: 2.1 against 2.5 us per job)."""
     kind = event.kind
     tag = f"{event.seq}{UNIT}{event.event_id}{UNIT}"
-    manifest = to_json(event.artifacts).decode() if kind == "succeeded" else "[]"
     return (
-        f"{tag}{STATUS_BY_KIND[kind]}{UNIT}{manifest}",
+        f"{tag}{STATUS_BY_KIND[kind]}{UNIT}{manifest_json(event)}",
         f"{tag}{event.job_type}{UNIT}{iso_text(event.job_created_at)}",
         f"{tag}{stored_event_json(event)}"
         if event.visibility == "public" and kind in SURFACING_KINDS

@@ -30,6 +30,7 @@ from aiokafka.errors import MessageSizeTooLargeError
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
+from pydantic_core import to_json
 
 from contracts.events import MAX_ARTIFACTS, MAX_MESSAGE_CHARS, JobEvent
 from contracts.job_state import F_HEAD, F_ORIGIN, F_PUBLIC, UNIT, Delta, JobState, decode_state
@@ -44,7 +45,7 @@ from projector.batch import (
     validate,
 )
 from projector.dead_letter import MAX_REASON_CHARS, dead_letter_headers, one_line, poison_reason
-from projector.fold import BatchFold, JobRef, fold
+from projector.fold import BatchFold, JobRef, fold, manifest_json, stored_event_json
 from tests.strategies import crockford_ulid, jobs_batches
 
 T = TypeVar("T")
@@ -532,6 +533,12 @@ def assert_packs_into_its_fold(event: JobEvent) -> None:
     for value in packed:
         value.encode()  # Redis takes UTF-8: a lone surrogate here would fail every retry
     assert unpack((packed[0], packed[1], packed[2])) == fold([event])
+    # The typed serialisers write what pydantic-core's type inference writes.
+    stored = (event.kind, event.message, event.artifacts, event.payload, event.occurred_at)
+    assert stored_event_json(event) == to_json(stored).decode()
+    assert manifest_json(event) == (
+        to_json(event.artifacts).decode() if event.kind == "succeeded" else "[]"
+    )
 
 
 def assert_agrees_with_the_document(event: JobEvent, value: bytes) -> None:
