@@ -120,6 +120,12 @@ def pack_delta(state: JobState) -> Delta:
     )
 
 
+def unpack_delta(delta: Delta) -> JobState:
+    """The inverse of `pack_delta`."""
+    fields = zip((F_HEAD, F_ORIGIN, F_PUBLIC), delta, strict=True)
+    return decode_state({name: value for name, value in fields if value})
+
+
 def encode_state(state: JobState) -> dict[str, str]:
     """The hash fields of a state, as the server-side merge writes them."""
     fields: dict[str, str] = {}

@@ -6,6 +6,9 @@ commutative and idempotent, so delivery order and duplicates cannot change a pro
 
 `BatchFold` is the same rule, made cheap for a consumer batch: it keeps each job's winning
 *events* per group and encodes only those at the end, instead of encoding every event.
+
+Events are taken as their fields (`EventFields`, what the projector validates into); the
+pure functions also take a `JobEvent`.
 """
 
 from __future__ import annotations
@@ -27,10 +30,13 @@ from contracts.job_state import (
     JobState,
     Origin,
     Public,
+    unpack_delta,
 )
+from projector.event_fields import EventFields, fields_of
 
 G = TypeVar("G", Head, Public)
 JobRef = tuple[str, str]  # (tenant_id, job_id): the same job id under two tenants is two jobs
+AnyEvent = JobEvent | EventFields
 
 
 def head_key(seq: int, event_id: str) -> tuple[int, str]:
@@ -52,23 +58,33 @@ _stored_event_json = TypeAdapter(
 ).serializer.to_json
 
 
-def manifest_json(event: JobEvent) -> str:
+def _fields(event: AnyEvent) -> EventFields:
+    return fields_of(event) if isinstance(event, JobEvent) else event
+
+
+def manifest_json(event: EventFields) -> str:
     """The head's manifest: a succeeded event's artifacts as a JSON list, else `[]`."""
-    return _artifacts_json(event.artifacts).decode() if event.kind == "succeeded" else "[]"
+    if event["kind"] != "succeeded":
+        return "[]"
+    return _artifacts_json(event["artifacts"]).decode()
 
 
-def head_of(event: JobEvent) -> Head:
-    manifest = manifest_json(event)
-    return Head(event.seq, event.event_id, STATUS_BY_KIND[event.kind], manifest)
+def head_of(event: AnyEvent) -> Head:
+    fields = _fields(event)
+    return Head(
+        fields["seq"], fields["event_id"], STATUS_BY_KIND[fields["kind"]], manifest_json(fields)
+    )
 
 
-def origin_of(event: JobEvent) -> Origin:
-    return Origin(event.seq, event.event_id, event.job_type, iso_text(event.job_created_at))
+def origin_of(event: AnyEvent) -> Origin:
+    fields = _fields(event)
+    created_at = iso_text(fields["job_created_at"])
+    return Origin(fields["seq"], fields["event_id"], fields["job_type"], created_at)
 
 
-def surfaces(event: JobEvent) -> bool:
+def surfaces(event: EventFields) -> bool:
     """Only public queued/stage/succeeded/failed events may become `latest_event`."""
-    return event.visibility == "public" and event.kind in SURFACING_KINDS
+    return event["visibility"] == "public" and event["kind"] in SURFACING_KINDS
 
 
 def iso_text(moment: datetime) -> str:
@@ -77,50 +93,58 @@ def iso_text(moment: datetime) -> str:
     return text
 
 
-def stored_event_json(event: JobEvent) -> str:
+def stored_event_json(event: EventFields) -> str:
     """The public event as `latest_event` keeps it: a `StoredEvent` as a JSON array,
     serialised in one pydantic-core call (the hot path of the projector: measured 1.1 us
     against 2.3 us for an object assembled from pieces with the timestamp made UTC here)."""
-    return _stored_event_json(
-        (event.kind, event.message, event.artifacts, event.payload, event.occurred_at)
-    ).decode()
+    stored = (
+        event["kind"],
+        event["message"],
+        event["artifacts"],
+        event["payload"],
+        event["occurred_at"],
+    )
+    return _stored_event_json(stored).decode()
 
 
-def public_of(event: JobEvent) -> Public:
-    return Public(event.seq, event.event_id, stored_event_json(event))
+def public_of(event: AnyEvent) -> Public:
+    fields = _fields(event)
+    return Public(fields["seq"], fields["event_id"], stored_event_json(fields))
 
 
-def packed_delta(head: JobEvent, origin: JobEvent, public: JobEvent | None) -> Delta:
+def packed_delta(head: EventFields, origin: EventFields, public: EventFields | None) -> Delta:
     """`pack_delta(JobState(head_of(head), origin_of(origin), public_of(public)))`, written
     straight from the winning events: once per job and batch, the projector's hot path."""
     return (
-        f"{head.seq}{UNIT}{head.event_id}{UNIT}{STATUS_BY_KIND[head.kind]}{UNIT}"
+        f"{head['seq']}{UNIT}{head['event_id']}{UNIT}{STATUS_BY_KIND[head['kind']]}{UNIT}"
         f"{manifest_json(head)}",
-        f"{origin.seq}{UNIT}{origin.event_id}{UNIT}{origin.job_type}{UNIT}"
-        f"{iso_text(origin.job_created_at)}",
+        f"{origin['seq']}{UNIT}{origin['event_id']}{UNIT}{origin['job_type']}{UNIT}"
+        f"{iso_text(origin['job_created_at'])}",
         ""
         if public is None
-        else f"{public.seq}{UNIT}{public.event_id}{UNIT}{stored_event_json(public)}",
+        else f"{public['seq']}{UNIT}{public['event_id']}{UNIT}{stored_event_json(public)}",
     )
 
 
-def single_event_delta(event: JobEvent) -> Delta:
+def single_event_delta(event: EventFields) -> Delta:
     """`packed_delta(event, event, event if surfaces(event) else None)`: the delta of a job
     seen once in a batch, the common case under live traffic, with the shared tag written
     once (measured: 2.1 against 2.5 us per job)."""
-    kind = event.kind
-    tag = f"{event.seq}{UNIT}{event.event_id}{UNIT}"
+    kind = event["kind"]
+    tag = f"{event['seq']}{UNIT}{event['event_id']}{UNIT}"
     return (
         f"{tag}{STATUS_BY_KIND[kind]}{UNIT}{manifest_json(event)}",
-        f"{tag}{event.job_type}{UNIT}{iso_text(event.job_created_at)}",
+        f"{tag}{event['job_type']}{UNIT}{iso_text(event['job_created_at'])}",
         f"{tag}{stored_event_json(event)}"
-        if event.visibility == "public" and kind in SURFACING_KINDS
+        if event["visibility"] == "public" and kind in SURFACING_KINDS
         else "",
     )
 
 
-def state_of(event: JobEvent) -> JobState:
-    return JobState(head_of(event), origin_of(event), public_of(event) if surfaces(event) else None)
+def state_of(event: AnyEvent) -> JobState:
+    fields = _fields(event)
+    public = public_of(fields) if surfaces(fields) else None
+    return JobState(head_of(fields), origin_of(fields), public)
 
 
 def _later(a: G | None, b: G | None) -> G | None:
@@ -143,7 +167,7 @@ def merge(a: JobState, b: JobState) -> JobState:
     )
 
 
-def fold(events: Iterable[JobEvent], start: JobState | None = None) -> JobState:
+def fold(events: Iterable[AnyEvent], start: JobState | None = None) -> JobState:
     state = start or JobState()
     for event in events:
         state = merge(state, state_of(event))
@@ -155,32 +179,28 @@ class _Winners:
 
     __slots__ = ("events", "head", "origin", "public")
 
-    def __init__(self, first: JobEvent) -> None:
+    def __init__(self, first: EventFields) -> None:
         self.head = self.origin = first
-        self.public: JobEvent | None = first if surfaces(first) else None
+        self.public: EventFields | None = first if surfaces(first) else None
         self.events = 1  # seen in this batch, duplicates included
 
-    def add(self, event: JobEvent) -> None:
+    def add(self, event: EventFields) -> None:
         self.events += 1
-        seq, eid = event.seq, event.event_id
+        seq, eid = event["seq"], event["event_id"]
         head = self.head
-        if seq > head.seq or (seq == head.seq and eid > head.event_id):
+        if seq > head["seq"] or (seq == head["seq"] and eid > head["event_id"]):
             self.head = event
         origin = self.origin
-        if seq < origin.seq or (seq == origin.seq and eid > origin.event_id):
+        if seq < origin["seq"] or (seq == origin["seq"] and eid > origin["event_id"]):
             self.origin = event
         if surfaces(event):
             public = self.public
-            if public is None or seq > public.seq or (seq == public.seq and eid > public.event_id):
+            if (
+                public is None
+                or seq > public["seq"]
+                or (seq == public["seq"] and eid > public["event_id"])
+            ):
                 self.public = event
-
-    def state(self) -> JobState:
-        public = self.public
-        return JobState(
-            head_of(self.head),
-            origin_of(self.origin),
-            None if public is None else public_of(public),
-        )
 
     def packed(self) -> Delta:
         return packed_delta(self.head, self.origin, self.public)
@@ -196,26 +216,28 @@ class BatchFold:
     __slots__ = ("_jobs",)
 
     def __init__(self) -> None:
-        self._jobs: dict[JobRef, JobEvent | _Winners] = {}
+        self._jobs: dict[JobRef, EventFields | _Winners] = {}
 
-    def add(self, event: JobEvent) -> None:
-        ref = (event.tenant_id, event.job_id)
+    def add(self, event: EventFields) -> None:
+        ref = (event["tenant_id"], event["job_id"])
         seen = self._jobs.get(ref)
         if seen is None:
             self._jobs[ref] = event
         elif type(seen) is _Winners:
             seen.add(event)
         else:
-            winners = self._jobs[ref] = _Winners(seen)  # type: ignore[arg-type]  # a JobEvent
+            winners = self._jobs[ref] = _Winners(seen)  # type: ignore[arg-type]  # its fields
             winners.add(event)
 
     def __len__(self) -> int:
         return len(self._jobs)
 
     def deltas(self) -> dict[JobRef, JobState]:
+        """Each job's delta as a state: its packed values read back."""
+        jobs, values = self.packed()
         return {
-            ref: seen.state() if type(seen) is _Winners else state_of(seen)  # type: ignore[arg-type]
-            for ref, seen in self._jobs.items()
+            ref: unpack_delta((values[3 * i], values[3 * i + 1], values[3 * i + 2]))
+            for i, ref in enumerate(jobs)
         }
 
     def jobs(self) -> list[JobRef]:
@@ -236,7 +258,7 @@ class BatchFold:
         seen = list(self._jobs.values())
         step = max(1, len(seen) // size)
         return [
-            (one.head if type(one) is _Winners else one).occurred_at  # type: ignore[union-attr]
+            (one.head if type(one) is _Winners else one)["occurred_at"]  # type: ignore[index]
             for one in seen[::step][:size]
         ]
 
@@ -252,7 +274,7 @@ class BatchFold:
             yield _flat(seen[start : start + size])
 
 
-def _flat(jobs: Iterable[JobEvent | _Winners]) -> list[str]:
+def _flat(jobs: Iterable[EventFields | _Winners]) -> list[str]:
     values: list[str] = []
     extend = values.extend
     for seen in jobs:
@@ -260,7 +282,7 @@ def _flat(jobs: Iterable[JobEvent | _Winners]) -> list[str]:
     return values
 
 
-def _packed(seen: JobEvent | _Winners) -> Delta:
+def _packed(seen: EventFields | _Winners) -> Delta:
     if type(seen) is _Winners:
         return seen.packed()
-    return single_event_delta(seen)  # type: ignore[arg-type]  # not _Winners: a JobEvent
+    return single_event_delta(seen)  # type: ignore[arg-type]  # not _Winners: its fields

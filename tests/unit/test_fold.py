@@ -33,6 +33,7 @@ from contracts.job_state import (
     pack_delta,
     utc_text,
 )
+from projector.event_fields import fields_of
 from projector.fold import BatchFold, fold, merge
 from tests.strategies import (
     artifact,
@@ -275,7 +276,7 @@ def fold_per_job(events: Sequence[JobEvent]) -> dict[tuple[str, str], JobState]:
 def test_batch_fold_gives_each_job_the_fold_of_its_own_events(events: list[JobEvent]) -> None:
     batch = BatchFold()
     for event in events:
-        batch.add(event)
+        batch.add(fields_of(event))
     expected = fold_per_job(events)
     assert batch.deltas() == expected
     assert len(batch) == len(expected)
@@ -296,8 +297,8 @@ def test_the_same_job_id_under_two_tenants_is_two_jobs() -> None:
     acme = make_event(1, "succeeded", tenant_id="acme", job_id=JOB, artifacts=[artifact("a")])
     globex = make_event(2, "failed", tenant_id="globex", job_id=JOB.lower())
     batch = BatchFold()
-    batch.add(acme)
-    batch.add(globex)
+    batch.add(fields_of(acme))
+    batch.add(fields_of(globex))
     deltas = batch.deltas()
     assert set(deltas) == {("acme", JOB), ("globex", JOB)}
     assert deltas[("acme", JOB)] == fold([acme])
@@ -308,8 +309,8 @@ def test_the_same_job_id_under_two_tenants_is_two_jobs() -> None:
 
 def test_a_job_id_in_another_case_is_the_same_job() -> None:
     batch = BatchFold()
-    batch.add(make_event(1, "queued", job_id=JOB))
-    batch.add(make_event(2, "stage", job_id=JOB.lower()))
+    batch.add(fields_of(make_event(1, "queued", job_id=JOB)))
+    batch.add(fields_of(make_event(2, "stage", job_id=JOB.lower())))
     assert list(batch.deltas()) == [("acme", JOB)]
 
 
@@ -569,11 +570,11 @@ def test_generated_documents_are_valid_events_of_the_one_job(document: dict[str,
 def test_packed_deltas_equal_the_packed_fold_per_job(events: list[JobEvent]) -> None:
     fold_ = BatchFold()
     for e in events:
-        fold_.add(e)
+        fold_.add(fields_of(e))
     jobs, packed = fold_.packed()
-    deltas = fold_.deltas()
-    assert jobs == list(deltas)
-    assert packed == [value for state in deltas.values() for value in pack_delta(state)]
+    expected = fold_per_job(events)
+    assert jobs == list(expected)
+    assert packed == [value for state in expected.values() for value in pack_delta(state)]
 
 
 @pytest.mark.parametrize(

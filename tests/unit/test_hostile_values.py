@@ -43,8 +43,10 @@ from projector.batch import (
     prepare,
     prepare_cooperatively,
     validate,
+    validate_fields,
 )
 from projector.dead_letter import MAX_REASON_CHARS, dead_letter_headers, one_line, poison_reason
+from projector.event_fields import fields_of, validate_event_fields_json
 from projector.fold import BatchFold, JobRef, fold, manifest_json, stored_event_json
 from tests.strategies import crockford_ulid, jobs_batches
 
@@ -526,7 +528,7 @@ def unpack(delta: Delta) -> JobState:
 
 def assert_packs_into_its_fold(event: JobEvent) -> None:
     batch = BatchFold()
-    batch.add(event)
+    batch.add(fields_of(event))
     jobs, packed = batch.packed()
     assert jobs == [(event.tenant_id, event.job_id)]
     assert len(packed) == 3, "three values per job"
@@ -535,8 +537,8 @@ def assert_packs_into_its_fold(event: JobEvent) -> None:
     assert unpack((packed[0], packed[1], packed[2])) == fold([event])
     # The typed serialisers write what pydantic-core's type inference writes.
     stored = (event.kind, event.message, event.artifacts, event.payload, event.occurred_at)
-    assert stored_event_json(event) == to_json(stored).decode()
-    assert manifest_json(event) == (
+    assert stored_event_json(fields_of(event)) == to_json(stored).decode()
+    assert manifest_json(fields_of(event)) == (
         to_json(event.artifacts).decode() if event.kind == "succeeded" else "[]"
     )
 
@@ -558,8 +560,23 @@ def assert_agrees_with_the_document(event: JobEvent, value: bytes) -> None:
     ]
 
 
+def assert_fields_agree_with_the_model(value: bytes | None, outcome: JobEvent | str) -> None:
+    """The projector's validator (`JobEvent`'s field schemas, no model) decides as the model
+    does, on its own, and gives the same fields or the same reason."""
+    fields = validate_fields(record(value))
+    assert fields == (outcome if isinstance(outcome, str) else fields_of(outcome))
+    if value is not None:
+        try:
+            validate_event_fields_json(value)
+        except ValidationError:
+            assert isinstance(outcome, str), "accepted by the model, refused without it"
+        else:
+            assert not isinstance(outcome, str), "refused by the model, accepted without it"
+
+
 def check_outcome(hostile: Hostile) -> JobEvent | str:
     outcome = validate(record(hostile.value))
+    assert_fields_agree_with_the_model(hostile.value, outcome)
     if isinstance(outcome, str):
         assert_one_line_reason(outcome)
         assert hostile.outcome != "event", f"{hostile!r} dead-lettered: {outcome}"
