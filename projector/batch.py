@@ -229,9 +229,9 @@ def _fold_records(
 
 
 # Batches written at once. A batch's dead letters and merges go out as soon as it is
-# prepared, while the batch before it may still be in Redis or committing: the projector does
-# not wait for Redis unless it is two batches behind (measured: the wait for the previous
-# batch was 10 % of the projector's time with one batch in flight, under 1 % with two).
+# prepared, while the batch before it may still be in Redis or committing: the projector
+# waits for Redis only when it is two batches behind. With one batch in flight, waiting for
+# the previous batch's merge took 4-10 % of the projector's time; two gave +6 % events/s.
 WRITES_IN_FLIGHT = 2
 
 

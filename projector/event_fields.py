@@ -2,13 +2,13 @@
 
 The projector validates every record it consumes, and a model instance costs more to build
 than a dict of the same fields: pydantic-core also makes the instance and the set of fields
-given. Measured on this traffic: 4.5 against 5.2 us per event, a tenth of the projector's
-time per event. So the hot path validates with a validator made from `JobEvent`'s own core
-schema: the same schema for every field (patterns, limits, the RFC 3339 and size checks,
-the artifacts' model), gathered in a typed dict that ignores unknown fields as the model
-does. It accepts and rejects the same bytes with the same errors
-(`tests/unit/test_hostile_values.py` checks both on every hostile value); `JobEvent` stays
-the contract and what the publisher and the tools use.
+given. Measured on this traffic: 4.5 against 5.2 us per event to validate, and +12 % events/s
+for the live projector (less to build and to free, dict lookups in the fold). So the hot
+path validates with a validator made from `JobEvent`'s own core schema: the same schema for
+every field (patterns, limits, the RFC 3339 and size checks, the artifacts' model), gathered
+in a typed dict that ignores unknown fields as the model does. It accepts and rejects the
+same bytes with the same errors (`tests/unit/test_hostile_values.py` checks both on every
+hostile value); `JobEvent` stays the contract and what the publisher and the tools use.
 """
 
 from __future__ import annotations
