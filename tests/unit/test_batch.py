@@ -119,24 +119,23 @@ async def test_the_batches_before_a_failed_one_stay_committed_and_the_later_ones
     assert consumer.commits[-1] == {TopicPartition("jobs", 0): 12}
 
 
-class SlowCommits(FakeConsumer):
-    """Holds every commit until `release` is set, noting what was merged meanwhile."""
+class SlowFirstCommit(FakeConsumer):
+    """Holds the first commit until `release` is set; later commits go through at once."""
 
-    def __init__(self, store: FakeStore) -> None:
+    def __init__(self) -> None:
         super().__init__()
         self.release = asyncio.Event()
-        self.store = store
-        self.merged_before_commit: list[int] = []
+        self.held = False
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
-        self.merged_before_commit.append(len(self.store.merged))
-        await self.release.wait()
+        if not self.held:
+            self.held = True
+            await self.release.wait()
         await super().commit(offsets)
 
 
 async def test_a_batch_is_merged_before_the_previous_commit_but_committed_after_it() -> None:
-    store, sink = FakeStore(), FakeSink()
-    consumer = SlowCommits(store)
+    store, sink, consumer = FakeStore(), FakeSink(), SlowFirstCommit()
     worker = projector(store, sink)
     await worker.handle([record(0, GOOD)], consumer)
     # Not held up by the first batch's commit:
@@ -144,7 +143,7 @@ async def test_a_batch_is_merged_before_the_previous_commit_but_committed_after_
     for _ in range(10):
         await asyncio.sleep(0)
     assert len(store.merged) == 2, "the second batch's merge did not wait for the first commit"
-    assert consumer.commits == []
+    assert consumer.commits == [], "the second batch's commit waits for the first one's"
     consumer.release.set()
     assert await worker.settle()
     assert consumer.commits == [{TopicPartition("jobs", 0): 1}, {TopicPartition("jobs", 0): 2}]
