@@ -30,9 +30,9 @@ MERGE_FUNCTION = "job_merge_v2"
 # Tags compare as (seq, event_id). Seqs are at most 2^53-1, exact as Lua numbers; event ids
 # are compared byte by byte, not with Lua's `<` on strings, which follows the server's locale.
 # Redis runs this for every job of every batch, on the core the projector does not use, and
-# a batch's merges must be done before the next batch can be written: the code reads each
-# stored group once, makes no strings it can avoid (the channel is the key itself) and
-# takes an event id out of a value only when the seqs are equal.
+# a projector two batches ahead of it waits (`projector.batch.WRITES_IN_FLIGHT`): the code
+# reads each stored group once, makes no strings it can avoid (the channel is the key
+# itself) and takes an event id out of a value only when the seqs are equal.
 MERGE_LIBRARY = f"""#!lua name={LIBRARY}
 -- Bound at the first call: loading a library sees only the `redis` API.
 local match, byte, min, to_number, call
