@@ -120,21 +120,25 @@ def validate(record: Record) -> JobEvent | str:
 
 
 def validate_fields(record: Record) -> EventFields | str:
-    """`validate`, with the event as its fields: the projector's hot path, called once per
-    record. A rejected record is validated again by the model, whose errors word the reason
-    (they are the same errors, but a value that is not a JSON object is "not a valid
-    dictionary or instance of JobEvent" rather than "not a valid dictionary")."""
-    if type(record) is UndecodableRecord:
-        return record.reason
+    """`validate`, with the event as its fields: the projector's verdict on one record
+    (`_fold_records` runs the same steps inline)."""
     value = record.value
-    if value is None:
-        return TOMBSTONE
-    try:
-        fields: EventFields = validate_event_fields_json(value)
-    except ValidationError:
-        event = validate(record)
-        return event if type(event) is str else fields_of(event)  # type: ignore[arg-type]
-    return fields
+    if value is not None and type(record) is not UndecodableRecord:
+        try:
+            fields: EventFields = validate_event_fields_json(value)
+        except ValidationError:
+            pass
+        else:
+            return fields
+    return _by_the_model(record)
+
+
+def _by_the_model(record: Record) -> EventFields | str:
+    """A record the fields validator refused, or that is not an event at all: the model
+    words the reason. (Its errors are the same, but a value that is not a JSON object is "not
+    a valid dictionary or instance of JobEvent" rather than "not a valid dictionary".)"""
+    event = validate(record)
+    return event if type(event) is str else fields_of(event)  # type: ignore[arg-type]
 
 
 def first_offsets(records: Sequence[Record]) -> dict[TopicPartition, int]:
@@ -229,11 +233,11 @@ def _fold_records(
                 continue
             except ValidationError:
                 pass
-        reason = validate_fields(record)  # the model words the reason
-        if type(reason) is str:
-            dead.append((record, reason))
+        outcome = _by_the_model(record)
+        if type(outcome) is str:
+            dead.append((record, outcome))
         else:  # the model accepted what the fields validator refused: not expected
-            add(reason)  # type: ignore[arg-type]  # its fields
+            add(outcome)  # type: ignore[arg-type]  # its fields
 
 
 # Batches written at once. A batch's dead letters and merges go out as soon as it is

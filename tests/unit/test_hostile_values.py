@@ -33,7 +33,7 @@ from pydantic import ValidationError
 from pydantic_core import to_json
 
 from contracts.events import MAX_ARTIFACTS, MAX_MESSAGE_CHARS, JobEvent
-from contracts.job_state import F_HEAD, F_ORIGIN, F_PUBLIC, UNIT, Delta, JobState, decode_state
+from contracts.job_state import UNIT, Delta, JobState, unpack_delta
 from contracts.publisher import encode_event
 from projector.app import KafkaDeadLetters
 from projector.batch import (
@@ -522,8 +522,7 @@ def unpack(delta: Delta) -> JobState:
     assert head.count(UNIT) == 3, "no separator inside a value"
     assert origin.count(UNIT) == 3, "no separator inside a value"
     assert public == "" or public.count(UNIT) == 2, "no separator inside a value"
-    fields = zip((F_HEAD, F_ORIGIN, F_PUBLIC), (head, origin, public), strict=True)
-    return decode_state({name: value for name, value in fields if value})
+    return unpack_delta(delta)
 
 
 def assert_packs_into_its_fold(event: JobEvent) -> None:
