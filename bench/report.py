@@ -57,6 +57,8 @@ def projector_rows(r: dict[str, Any]) -> list[Row]:
     ours = r["projector_events_per_s"]
     passes = r.get("projector_events_per_s_per_pass", [ours])
     builds = r.get("replay_build_events_per_s_per_pass", [])
+    windows = r.get("raw_events_per_s_per_window", [])
+    per_pass = r.get("projector_vs_raw_per_pass", [])
     return [
         (
             f"projector, {n(r['events'])} events over {n(r['jobs'])} jobs",
@@ -66,8 +68,15 @@ def projector_rows(r: dict[str, Any]) -> list[Row]:
                 if len(passes) > 1
                 else ""
             ),
-            f"raw aiokafka consumption {n(r['raw_events_per_s'])} events/s",
-            f"{r['projector_vs_raw']:.2f} of raw",
+            f"raw aiokafka consumption {n(r['raw_events_per_s'])} events/s"
+            + (
+                f" in {r['raw_window_seconds']:.1f} s over {len(windows)} windows, one before"
+                f" and one after each pass ({', '.join(n(rate) for rate in windows)})"
+                if len(windows) > 1
+                else ""
+            ),
+            f"{r['projector_vs_raw']:.2f} of raw"
+            + (f" (per pass: {', '.join(f'{x:.2f}' for x in per_pass)})" if per_pass else ""),
         ),
         (
             "",
