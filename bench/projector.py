@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,7 +66,7 @@ class Window:
         return self.events / self.seconds
 
 
-def rate(windows: list[Window]) -> float:
+def rate(windows: Sequence[Window]) -> float:
     """All the events over all the time."""
     return sum(w.events for w in windows) / sum(w.seconds for w in windows)
 
@@ -255,16 +256,15 @@ async def run(
                 builds.append(measure_build(env, f"bench-build-{n}"))
                 print(f"replay build: {builds[-1]:,.0f} events/s", flush=True)
                 await raw_window_once()
-        ours = rate(list(drained))
+        ours, window = rate(drained), sum(d.seconds for d in drained)
         rss = drained[0].rss_mib
         print(
-            f"projector: {ours:,.0f} events/s over {sum(d.seconds for d in drained):.1f} s; "
-            f"RSS at 10/50/100 %: {rss} MiB",
+            f"projector: {ours:,.0f} events/s over {window:.1f} s; RSS at 10/50/100 %: {rss} MiB",
             flush=True,
         )
         result |= {
             "projector_events_per_s": ours,
-            "projector_window_seconds": sum(d.seconds for d in drained),
+            "projector_window_seconds": window,
             "projector_events_per_s_per_pass": [d.events_per_s for d in drained],
             "projector_rss_mib_at_10_50_100_percent": rss,
         }
