@@ -103,7 +103,6 @@ class Backoff:
 
 # JobEvent.model_validate_json without its Python wrapper.
 _validate_json = JobEvent.__pydantic_validator__.validate_json
-TOMBSTONE = "value: no value (a tombstone is not an event)"
 
 
 def validate(record: Record) -> JobEvent | str:
@@ -111,7 +110,7 @@ def validate(record: Record) -> JobEvent | str:
     if type(record) is UndecodableRecord:  # its headers broke the protocol, not its value
         return record.reason
     if record.value is None:
-        return TOMBSTONE
+        return "value: no value (a tombstone is not an event)"
     try:
         event: JobEvent = _validate_json(record.value)
     except ValidationError as error:
