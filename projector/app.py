@@ -6,7 +6,7 @@ time. The app is an `AsgiFastStream`: uvicorn serves its health and metrics rout
 
 The subscriber takes raw records (a parser of our own: FastStream's default would decode
 every header and body before we see it, and fail the batch on bytes that are not UTF-8) and
-acknowledges manually: `BatchProjector.handle` commits or rewinds.
+acknowledges manually: `Pipeline.handle` writes and commits (`projector.pipeline`).
 """
 
 from __future__ import annotations
@@ -17,54 +17,29 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import MessageSizeTooLargeError
 from faststream import AckPolicy
 from faststream.asgi import AsgiFastStream
 from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.kafka.message import FakeConsumer
 
 from contracts.redis_client import AnyRedis
-from projector.batch import Backoff, BatchProjector, Record
+from projector.dead_letter import KafkaDeadLetters
 from projector.http import health_routes
+from projector.intake import Record
+from projector.kafka.lenient import consume_leniently
 from projector.metrics import ProjectorMetrics, consumer_of
+from projector.pipeline import Backoff, Pipeline
 from projector.redis_client import connect_redis
 from projector.settings import ProjectorSettings
-from projector.store import ProjectionStore, load_merge_function
-from projector.undecodable import consume_leniently
+from projector.store import ProjectionStore, load_functions
 
 log = logging.getLogger("projector")
-
-
-class KafkaDeadLetters:
-    """Sends dead letters to `<topic>.dlq` and waits for the broker's acknowledgement."""
-
-    def __init__(self, producer: AIOKafkaProducer, topic: str) -> None:
-        self._producer = producer
-        self._topic = topic
-
-    async def send(
-        self, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
-    ) -> None:
-        try:
-            delivered = await self._producer.send(
-                self._topic, value=value, key=key, headers=headers
-            )
-        except MessageSizeTooLargeError:
-            # Too large to dead-letter as it is (e.g. a compressed poison record of megabytes):
-            # retrying would stall the stream forever. Keep the key and the reason, say so.
-            size = len(value or b"")
-            note = [("dlq.value_dropped", f"{size} bytes, too large for {self._topic}".encode())]
-            # A record needs a key or a value: a keyless one keeps an empty value.
-            delivered = await self._producer.send(
-                self._topic, value=None if key else b"", key=key, headers=[*headers, *note]
-            )
-        await delivered
 
 
 class _Late:
     """Filled in by the lifespan: the handler is registered before resources exist."""
 
-    projector: BatchProjector | None = None
+    pipeline: Pipeline | None = None
     redis: AnyRedis | None = None
 
 
@@ -92,9 +67,9 @@ def create_app(
     @subscriber
     async def project(message: KafkaMessage) -> None:
         records: Sequence[Record] = message.raw_message
-        assert late.projector is not None
+        assert late.pipeline is not None
         consumer: Any = subscriber.consumer
-        await late.projector.handle(records, consumer)
+        await late.pipeline.handle(records, consumer)
 
     @asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:
@@ -105,10 +80,10 @@ def create_app(
             acks="all",
         )
         try:
-            await load_merge_function(redis)
+            await load_functions(redis)
             await producer.start()
             store = ProjectionStore(redis, settings.projection_version)
-            late.projector = BatchProjector(
+            late.pipeline = Pipeline(
                 store.merge_packed,
                 KafkaDeadLetters(producer, settings.dlq_topic),
                 Backoff(cap=settings.retry_backoff_max_seconds),
@@ -122,8 +97,8 @@ def create_app(
             )
             yield
         finally:
-            if late.projector is not None:
-                await late.projector.close()
+            if late.pipeline is not None:
+                await late.pipeline.close()
             await producer.stop()
             await redis.aclose()
 
@@ -146,7 +121,7 @@ def create_app(
 
 
 async def _raw_batch(records: tuple[Record, ...]) -> KafkaMessage:
-    # No consumer here: commits and seeks go through BatchProjector.
+    # No consumer here: commits and seeks go through the Pipeline.
     return KafkaMessage(body=b"", raw_message=records, consumer=FakeConsumer())
 
 

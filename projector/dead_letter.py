@@ -2,21 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import ValidationError
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import MessageSizeTooLargeError
 
 MAX_REASON_CHARS = 500
-
-
-def poison_reason(error: ValidationError) -> str:
-    """One human-readable line naming the broken fields, e.g. `seq: Input should be ...`."""
-    parts = []
-    for item in error.errors(include_url=False)[:3]:
-        where = ".".join(str(p) for p in item["loc"]) or "value"
-        parts.append(f"{where}: {item['msg']}")
-    more = error.error_count() - 3
-    if more > 0:
-        parts.append(f"and {more} more")
-    return one_line("; ".join(parts))
 
 
 def one_line(text: str) -> str:
@@ -33,3 +22,29 @@ def dead_letter_headers(
         ("dlq.partition", str(partition).encode()),
         ("dlq.offset", str(offset).encode()),
     ]
+
+
+class KafkaDeadLetters:
+    """Sends dead letters to `<topic>.dlq` and waits for the broker's acknowledgement."""
+
+    def __init__(self, producer: AIOKafkaProducer, topic: str) -> None:
+        self._producer = producer
+        self._topic = topic
+
+    async def send(
+        self, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> None:
+        try:
+            delivered = await self._producer.send(
+                self._topic, value=value, key=key, headers=headers
+            )
+        except MessageSizeTooLargeError:
+            # Too large to dead-letter as it is (e.g. a compressed poison record of megabytes):
+            # retrying would stall the stream forever. Keep the key and the reason, say so.
+            size = len(value or b"")
+            note = [("dlq.value_dropped", f"{size} bytes, too large for {self._topic}".encode())]
+            # A record needs a key or a value: a keyless one keeps an empty value.
+            delivered = await self._producer.send(
+                self._topic, value=None if key else b"", key=key, headers=[*headers, *note]
+            )
+        await delivered

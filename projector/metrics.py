@@ -18,7 +18,8 @@ from aiokafka.errors import IllegalStateError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from contracts.build import register_build_info
-from projector.batch import BatchOutcome, PreparedBatch
+from projector.batch import PreparedBatch
+from projector.pipeline import BatchOutcome
 
 # Seconds: from a few milliseconds (a batch, a fresh event) to minutes (a backlog).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)

@@ -1,8 +1,8 @@
 """`replay build`: project the topic into a version from the beginning, up to (at least) the
 end offsets taken at start, then exit with the group's offsets committed there.
 
-It runs the live projector's batch pipeline (`projector.batch.BatchProjector`: validate once,
-fold per job, one merge call per job, commit after Redis confirmed) on a consumer that is
+It runs the live projector's pipeline (`projector.pipeline.Pipeline`: parse once, fold per
+job, one merge call per job, commit after Redis confirmed) on a consumer that is
 assigned every partition by hand instead of joining the group: no join delay and no
 rebalance, while the commits still land in group `<KAFKA_GROUP_ID>.<version>`, so
 `PROJECTION_VERSION=<version> python -m projector run` continues live from where the build
@@ -19,13 +19,14 @@ import time
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError
 
-from projector.batch import Backoff, BatchProjector, Record, tune_garbage_collector
+from projector.batch import tune_garbage_collector
+from projector.pipeline import Backoff, Pipeline
 from projector.redis_client import connect_redis
 from projector.replay.progress import Progress
+from projector.replay.reading import read_up_to
 from projector.replay.topic import committed_offsets, end_offsets, open_consumer, partitions_of
 from projector.settings import ProjectorSettings
-from projector.store import ProjectionStore, load_merge_function
-from projector.undecodable import getmany
+from projector.store import ProjectionStore, load_functions
 
 log = logging.getLogger("projector.replay.build")
 
@@ -47,9 +48,8 @@ class GroupInUse(Exception):
 
 
 class GroupOffsets:
-    """The consumer's commit and seek for `BatchProjector`, remembering a refused commit:
-    the projector retries every failure as transient, but a group with live members refuses
-    a commit from outside it every time."""
+    """The consumer's commit and seek for the `Pipeline`, remembering a refused commit: a
+    group with live members refuses a commit from outside it every time."""
 
     def __init__(self, consumer: AIOKafkaConsumer) -> None:
         self._consumer = consumer
@@ -71,7 +71,7 @@ async def command(settings: ProjectorSettings, args: argparse.Namespace) -> int:
     group = f"{settings.kafka_group_id}.{version}"
     redis = await connect_redis(settings.redis_url)
     try:
-        await load_merge_function(redis)
+        await load_functions(redis)
         async with open_consumer(settings.kafka_bootstrap_servers, group) as consumer:
             partitions = await partitions_of(consumer, settings.kafka_topic)
             consumer.assign(partitions)
@@ -89,7 +89,7 @@ async def command(settings: ProjectorSettings, args: argparse.Namespace) -> int:
             try:
                 events, rate = await _project(
                     consumer,
-                    BatchProjector(
+                    Pipeline(
                         ProjectionStore(redis, version).merge_packed,
                         poison,
                         Backoff(cap=settings.retry_backoff_max_seconds),
@@ -116,80 +116,46 @@ async def command(settings: ProjectorSettings, args: argparse.Namespace) -> int:
 
 async def _project(
     consumer: AIOKafkaConsumer,
-    projector: BatchProjector,
+    pipeline: Pipeline,
     starts: dict[TopicPartition, int],
     ends: dict[TopicPartition, int],
     max_records: int,
 ) -> tuple[int, float]:
     """Fetch and project until every partition is committed at its end offset. Returns the
-    events projected (a batch retried after an error counts once) and the events/s from the
-    first fetch to the last commit (connecting and the first fetch excluded, as the live
-    projector's rate excludes its group join)."""
+    events projected and the events/s from the first fetch to the last commit (connecting and
+    the first fetch excluded, as the live projector's rate excludes its group join)."""
     offsets = GroupOffsets(consumer)
     progress = Progress("events")
     for tp, start in starts.items():
         consumer.seek(tp, start)
         progress.set_total(_row(tp), max(0, ends[tp] - start))
-    pending = list(starts)  # each until its end is confirmed by a fetch response, and reached
     projected: dict[TopicPartition, int] = dict(starts)
     first_fetch: float | None = None
     before_window = 0
-    confirmed: set[TopicPartition] = set()
     try:
-        while pending:
-            # Records aiokafka cannot decode come as poison instead of failing the build.
-            fetched = await getmany(consumer, *pending, timeout_ms=500, max_records=max_records)
-            _confirm_ends(consumer, pending, ends, confirmed, progress, starts)
-            if first_fetch is None and fetched:
+        # Whole fetches, also past the ends: what is past them is projected by the live
+        # projector anyway (merges are idempotent).
+        async for records in read_up_to(consumer, ends, max_records):
+            if first_fetch is None:
                 first_fetch = time.monotonic()
-                before_window = sum(len(part) for part in fetched.values())
-            records: list[Record] = []
-            for tp, part in fetched.items():
-                # Whole fetches, also past the end: what is past it is projected by the live
-                # projector anyway (merges are idempotent).
-                records.extend(part)
-                if part:
-                    projected[tp] = max(projected[tp], part[-1].offset + 1)
-                    progress.update(_row(tp), min(ends[tp], projected[tp]) - starts[tp])
-            await projector.handle(records, offsets)
-            pending = [
-                tp
-                for tp in pending
-                if tp not in confirmed or await consumer.position(tp) < ends[tp]
-            ]
-            if not pending and not await projector.settle():
-                pending = [tp for tp in starts if await consumer.position(tp) < ends[tp]]
+                before_window = len(records)
+            for record in records:
+                tp = TopicPartition(record.topic, record.partition)
+                projected[tp] = max(projected[tp], record.offset + 1)
+            for tp in starts:
+                progress.set_total(_row(tp), max(0, ends[tp] - starts[tp]))
+                progress.update(_row(tp), min(ends[tp], projected[tp]) - starts[tp])
+            await pipeline.handle(records, offsets)
             if offsets.refused:
                 raise GroupInUse()
+        if not await pipeline.settle() or offsets.refused:
+            raise GroupInUse()
     finally:
-        await projector.close()
+        await pipeline.close()
         progress.close()
     elapsed = 0.0 if first_fetch is None else time.monotonic() - first_fetch
     events = sum(projected[tp] - starts[tp] for tp in starts)
     return events, (events - before_window) / elapsed if elapsed > 0 else 0.0
-
-
-def _confirm_ends(
-    consumer: AIOKafkaConsumer,
-    pending: list[TopicPartition],
-    ends: dict[TopicPartition, int],
-    confirmed: set[TopicPartition],
-    progress: Progress,
-    starts: dict[TopicPartition, int],
-) -> None:
-    """Raise each partition's end to the high watermark of its first fetch response.
-
-    ListOffsets can fall short: Tansu answers one past the base offset of the last record
-    batch. Fetch responses carry the true high watermark; the first one seen is the end as
-    it was at start (later ones include what arrived since, the live projector's part)."""
-    for tp in pending:
-        if tp in confirmed:
-            continue
-        highwater = consumer.highwater(tp)
-        if highwater is not None:
-            ends[tp] = max(ends[tp], highwater)
-            progress.set_total(_row(tp), max(0, ends[tp] - starts[tp]))
-            confirmed.add(tp)
 
 
 def _row(tp: TopicPartition) -> str:

@@ -20,8 +20,10 @@ from redis.asyncio import Redis
 
 from contracts.events import JobEvent
 from contracts.publisher import encode_event
-from projector.batch import Record, validate
+from devstack.data import event
+from devstack.processes import LocalProcess
 from projector.dead_letter import MAX_REASON_CHARS
+from projector.intake import Poison, Record, parse
 from tests.integration.projection import (
     assert_projection_equals_fold,
     job_events,
@@ -29,8 +31,7 @@ from tests.integration.projection import (
     spawn,
     wait_until_caught_up,
 )
-from tests.integration.support import consume_all, event
-from tests.stack.processes import LocalProcess
+from tests.integration.support import consume_all
 from tests.unit.test_hostile_values import (
     BUILDERS,
     Choices,
@@ -142,7 +143,7 @@ def is_dead(sent: Sent, topic: str) -> bool:
         return False
     if sent.hostile.outcome == "dead":
         return True
-    return isinstance(validate(sent.as_record(topic)), str)
+    return isinstance(parse(sent.as_record(topic)), Poison)
 
 
 async def test_a_hostile_stream_is_applied_or_dead_lettered_record_by_record(

@@ -23,7 +23,11 @@ from redis.asyncio import Redis
 
 from contracts.events import JobEvent
 from contracts.publisher import encode_event
-from projector.undecodable import LenientConsumer, UndecodableRecord, getmany
+from devstack import create_topics
+from devstack.data import event
+from devstack.processes import LocalProcess
+from projector.kafka.lenient import LenientConsumer, getmany
+from projector.kafka.records import UndecodableRecord
 from tests.integration.projection import (
     assert_projection_equals_fold,
     job_events,
@@ -31,10 +35,8 @@ from tests.integration.projection import (
     projector_env,
 )
 from tests.integration.projection import spawn as spawn_projector
-from tests.integration.support import committed_offsets, consume_all, event, eventually
+from tests.integration.support import committed_offsets, consume_all, eventually
 from tests.integration.test_replay import ok, replay
-from tests.stack import create_topics
-from tests.stack.processes import LocalProcess
 from tests.unit.test_undecodable import RawHeader, RawRecord, encode_batch
 
 pytestmark = pytest.mark.integration

@@ -1,4 +1,4 @@
-"""The consumer's failure policy, with in-memory fakes for Kafka and Redis."""
+"""The pipeline's failure policy, with in-memory fakes for Kafka and Redis."""
 
 from __future__ import annotations
 
@@ -7,14 +7,15 @@ from typing import Any
 
 import pytest
 from aiokafka import ConsumerRecord, TopicPartition
-from aiokafka.errors import MessageSizeTooLargeError
+from aiokafka.errors import CommitFailedError, MessageSizeTooLargeError
 
-import projector.batch as batch_module
+import projector.pipeline as pipeline_module
 from contracts.publisher import encode_event
-from projector.app import KafkaDeadLetters
-from projector.batch import Backoff, BatchProjector, Record
+from devstack.data import event
+from projector.dead_letter import KafkaDeadLetters
 from projector.fold import JobRef
-from tests.integration.support import event
+from projector.intake import Record
+from projector.pipeline import Backoff, Pipeline
 
 
 def record(offset: int, value: bytes | None, partition: int = 0) -> Record:
@@ -57,8 +58,8 @@ class FakeStore:
         return [1] * len(jobs)
 
 
-def projector(store: FakeStore, sink: FakeSink) -> BatchProjector:
-    return BatchProjector(store.merge, sink, Backoff(base=0.001, cap=0.002))
+def projector(store: FakeStore, sink: FakeSink) -> Pipeline:
+    return Pipeline(store.merge, sink, Backoff(base=0.001, cap=0.002))
 
 
 GOOD = encode_event(event(seq=1))
@@ -77,46 +78,93 @@ async def test_a_batch_is_committed_after_its_merge_and_its_dead_letters() -> No
     assert dict(headers)["dlq.offset"] == b"1"
 
 
-async def test_a_failed_merge_rewinds_the_batch_and_commits_nothing() -> None:
-    store, sink, consumer = FakeStore(fail=1), FakeSink(), FakeConsumer()
+async def test_a_failed_merge_is_retried_on_a_timer_then_committed() -> None:
+    store, sink, consumer = FakeStore(fail=3), FakeSink(), FakeConsumer()
     worker = projector(store, sink)
     await worker.handle([record(5, GOOD), record(6, GOOD)], consumer)
-    assert not await worker.settle()
-    assert consumer.commits == []
-    assert consumer.seeks == [(TopicPartition("jobs", 0), 5)]
+    # No further batch arrives: the batch retries by itself.
+    assert await asyncio.wait_for(worker.settle(), timeout=5)
+    assert store.fail == 0, "three failures, then the merge landed"
+    assert consumer.commits == [{TopicPartition("jobs", 0): 7}]
+    assert consumer.seeks == [], "nothing rewound: the batch kept its records"
 
 
-async def test_the_batch_after_a_failed_one_is_rewound_with_it() -> None:
-    store, sink, consumer = FakeStore(fail=1), FakeSink(), FakeConsumer()
+async def test_the_batch_after_a_failing_one_is_not_committed_before_it() -> None:
+    store, sink, consumer = FailingFirstMerges(2), FakeSink(), FakeConsumer()
     worker = projector(store, sink)
     await worker.handle([record(5, GOOD)], consumer)
     await worker.handle([record(6, GOOD), record(0, GOOD, partition=1)], consumer)
-    assert not await worker.settle()
-    assert consumer.commits == []
-    assert (TopicPartition("jobs", 1), 0) in consumer.seeks
-    assert (TopicPartition("jobs", 0), 5) in consumer.seeks
-    assert (TopicPartition("jobs", 0), 6) not in consumer.seeks, "never past the failed batch"
+    assert await asyncio.wait_for(worker.settle(), timeout=5)
+    assert consumer.commits == [
+        {TopicPartition("jobs", 0): 6},
+        {TopicPartition("jobs", 0): 7, TopicPartition("jobs", 1): 1},
+    ], "in order, each after its merge"
 
 
-class FailingSecondMerge(FakeStore):
+class FailingFirstMerges(FakeStore):
+    """Fails the first merges of the first batch only; later batches merge at once."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+        self.first: list[JobRef] | None = None
+
     async def merge(self, jobs: list[JobRef], packed: list[str]) -> list[int]:
-        if len(self.merged) == 1:
-            self.merged.append([])
+        self.first = jobs if self.first is None else self.first
+        if jobs is self.first and self.failures:
+            self.failures -= 1
             raise ConnectionError("redis away")
         return await super().merge(jobs, packed)
 
 
-async def test_the_batches_before_a_failed_one_stay_committed_and_the_later_ones_do_not() -> None:
-    store, sink, consumer = FailingSecondMerge(), FakeSink(), FakeConsumer()
+class FlakyCommits(FakeConsumer):
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("coordinator away")
+        await super().commit(offsets)
+
+
+async def test_a_failed_commit_is_retried_on_a_timer() -> None:
+    store, sink, consumer = FakeStore(), FakeSink(), FlakyCommits(failures=2)
     worker = projector(store, sink)
-    for offset in (10, 11, 12, 13):  # the second fails; two more come before it is noticed
-        await worker.handle([record(offset, GOOD)], consumer)
-    await worker.settle()
-    assert consumer.commits == [{TopicPartition("jobs", 0): 11}]
-    assert consumer.seeks == [(TopicPartition("jobs", 0), 11)], "back to the failed batch"
-    await worker.handle([record(11, GOOD)], consumer)
-    assert await worker.settle()
-    assert consumer.commits[-1] == {TopicPartition("jobs", 0): 12}
+    await worker.handle([record(3, GOOD)], consumer)
+    assert await asyncio.wait_for(worker.settle(), timeout=5)
+    assert consumer.commits == [{TopicPartition("jobs", 0): 4}]
+
+
+class RefusingCommits(FakeConsumer):
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        raise CommitFailedError("the group rebalanced")
+
+
+async def test_a_refused_commit_is_not_retried_and_the_batch_is_left_to_the_partition_owner() -> (
+    None
+):
+    store, sink, consumer = FakeStore(), FakeSink(), RefusingCommits()
+    worker = projector(store, sink)
+    await worker.handle([record(3, GOOD)], consumer)
+    assert not await asyncio.wait_for(worker.settle(), timeout=5)
+    assert consumer.commits == []
+
+
+async def test_while_a_batch_retries_no_third_batch_is_taken() -> None:
+    store, sink, consumer = FailingFirstMerges(10_000), FakeSink(), FakeConsumer()
+    worker = projector(store, sink)
+    await worker.handle([record(1, GOOD)], consumer)
+    await worker.handle([record(2, GOOD)], consumer)
+    third = asyncio.create_task(worker.handle([record(3, GOOD)], consumer))
+    await asyncio.sleep(0.1)
+    assert not third.done(), "the consumer waits while two batches are in flight"
+    assert consumer.commits == []
+    store.failures = 0
+    await asyncio.wait_for(third, timeout=5)
+    assert await asyncio.wait_for(worker.settle(), timeout=5)
+    assert [c[TopicPartition("jobs", 0)] for c in consumer.commits] == [2, 3, 4]
 
 
 class SlowFirstCommit(FakeConsumer):
@@ -155,7 +203,7 @@ async def test_an_unexpected_error_while_preparing_rewinds_instead_of_skipping(
     async def broken(records: Any) -> Any:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(batch_module, "prepare_cooperatively", broken)
+    monkeypatch.setattr(pipeline_module, "prepare_cooperatively", broken)
     consumer = FakeConsumer()
     await projector(FakeStore(), FakeSink()).handle([record(3, GOOD)], consumer)
     assert consumer.commits == []

@@ -32,22 +32,27 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from pydantic_core import to_json
 
-from contracts.events import MAX_ARTIFACTS, MAX_MESSAGE_CHARS, JobEvent
+from contracts.events import MAX_ARTIFACTS, MAX_MESSAGE_CHARS, MAX_METADATA_BYTES, JobEvent
 from contracts.job_state import UNIT, Delta, JobState, unpack_delta
 from contracts.publisher import encode_event
-from projector.app import KafkaDeadLetters
-from projector.batch import (
-    Backoff,
-    BatchProjector,
+from projector.batch import prepare, prepare_cooperatively
+from projector.dead_letter import (
+    MAX_REASON_CHARS,
+    KafkaDeadLetters,
+    dead_letter_headers,
+    one_line,
+)
+from projector.event_fields import fields_of
+from projector.fold import BatchFold, JobRef, fold, manifest_json, stored_event_json
+from projector.intake import (
+    TOMBSTONE_REASON,
+    Poison,
     Record,
-    prepare,
-    prepare_cooperatively,
-    validate,
+    parse,
+    poison_reason,
     validate_fields,
 )
-from projector.dead_letter import MAX_REASON_CHARS, dead_letter_headers, one_line, poison_reason
-from projector.event_fields import fields_of, validate_event_fields_json
-from projector.fold import BatchFold, JobRef, fold, manifest_json, stored_event_json
+from projector.pipeline import Backoff, Pipeline
 from tests.strategies import crockford_ulid, jobs_batches
 
 T = TypeVar("T")
@@ -385,6 +390,9 @@ def numbers(c: Choices, base: dict[str, Any]) -> Hostile:
             "artifacts.0.metadata",
         )
     value = json_bytes(pairs)
+    compact = json.dumps(json.loads(number), separators=(",", ":")) if kind == "good" else ""
+    if where == "metadata" and len(compact) > MAX_METADATA_BYTES:
+        return Hostile("numbers", value, "dead", field)  # a good number, too long for metadata
     if kind == "good":
         return Hostile("numbers", value, "event")
     return Hostile("numbers", value, "dead", field if kind == "non-finite" else "value")
@@ -559,14 +567,24 @@ def assert_agrees_with_the_document(event: JobEvent, value: bytes) -> None:
     ]
 
 
+def validate(record: Record) -> JobEvent | str:
+    """The contract's verdict on a record: the model's event, or the reason it is refused."""
+    if record.value is None:
+        return TOMBSTONE_REASON
+    try:
+        return JobEvent.model_validate_json(record.value)
+    except ValidationError as error:
+        return poison_reason(error)
+
+
 def assert_fields_agree_with_the_model(value: bytes | None, outcome: JobEvent | str) -> None:
-    """The projector's validator (`JobEvent`'s field schemas, no model) decides as the model
-    does, on its own, and gives the same fields or the same reason."""
-    fields = validate_fields(record(value))
-    assert fields == (outcome if isinstance(outcome, str) else fields_of(outcome))
+    """`parse` (`JobEvent`'s field schemas, no model) decides as the model does, on its own,
+    and gives the same fields or the same reason."""
+    parsed = parse(record(value))
+    assert parsed == (Poison(outcome) if isinstance(outcome, str) else fields_of(outcome))
     if value is not None:
         try:
-            validate_event_fields_json(value)
+            validate_fields(value)
         except ValidationError:
             assert isinstance(outcome, str), "accepted by the model, refused without it"
         else:
@@ -654,7 +672,7 @@ def test_a_batch_dead_letters_exactly_the_rejected_records_and_folds_the_others(
             by_job[(outcome.tenant_id, outcome.job_id)].append(outcome)
 
     for prepared in (prepare(records), run(prepare_cooperatively(records))):
-        assert [(r.offset, reason) for r, reason in prepared.dead] == [
+        assert [(r.offset, poison.reason) for r, poison in prepared.dead] == [
             (r.offset, outcomes[r.offset]) for r in should_die
         ]
         assert 3 * len(prepared.jobs) == len(prepared.packed) == 3 * len(by_job)
@@ -777,7 +795,7 @@ async def test_a_poison_record_too_large_to_dead_letter_whole_is_still_committed
 ) -> None:
     producer, offsets = AiokafkaLikeProducer(), Offsets()
     sink = KafkaDeadLetters(producer, "jobs.events.dlq")
-    worker = BatchProjector(merged, sink, Backoff(base=0.001, cap=0.002))
+    worker = Pipeline(merged, sink, Backoff(base=0.001, cap=0.002))
     poison = record(b"[" + b"0," * 1_000_000 + b"0]", offset=7, key=key)
     await worker.handle([poison], offsets)
     assert await worker.settle(), "the batch was written, not rewound"

@@ -12,12 +12,13 @@ import pytest
 from aiokafka import TopicPartition
 from starlette.types import Message, Receive, Scope, Send
 
-from api.metrics import JOB_ROUTE, ApiMetrics, RequestMetrics, route_of
+from api.metrics import ApiMetrics, RequestMetrics, route_of
+from contracts.http import JOB_ROUTE
 from contracts.publisher import encode_event
-from projector.batch import Backoff, BatchProjector
+from devstack.data import event
 from projector.fold import JobRef
 from projector.metrics import ProjectorMetrics
-from tests.integration.support import event
+from projector.pipeline import Backoff, Pipeline
 from tests.unit.test_batch import FakeConsumer, FakeSink, record
 
 
@@ -43,9 +44,7 @@ async def test_events_are_counted_by_outcome() -> None:
     records.append(record(3, b"{poison"))
     records.append(record(4, encode_event(events[2])))  # a redelivery of b's event
     metrics = ProjectorMetrics()
-    worker = BatchProjector(
-        ChangesOnlyJob(a).merge, FakeSink(), Backoff(base=0.001, cap=0.002), metrics
-    )
+    worker = Pipeline(ChangesOnlyJob(a).merge, FakeSink(), Backoff(base=0.001, cap=0.002), metrics)
     await worker.handle(records, FakeConsumer())
     assert await worker.settle()
     assert sample(metrics, "projector_events_total", outcome="applied") == 2  # a's two
@@ -61,7 +60,7 @@ async def test_event_to_visible_is_measured_from_occurred_at() -> None:
         update={"occurred_at": datetime.now(UTC) - timedelta(seconds=100)}
     )
     metrics = ProjectorMetrics()
-    worker = BatchProjector(ChangesOnlyJob("").merge, FakeSink(), Backoff(), metrics)
+    worker = Pipeline(ChangesOnlyJob("").merge, FakeSink(), Backoff(), metrics)
     await worker.handle(
         [record(0, encode_event(recent)), record(1, encode_event(old))], FakeConsumer()
     )
@@ -89,7 +88,7 @@ class Assigned:
 
 async def test_lag_is_the_high_watermark_minus_the_commit_and_forgets_revoked_partitions() -> None:
     metrics = ProjectorMetrics()
-    worker = BatchProjector(ChangesOnlyJob("").merge, FakeSink(), Backoff(), metrics)
+    worker = Pipeline(ChangesOnlyJob("").merge, FakeSink(), Backoff(), metrics)
     await worker.handle([record(9, encode_event(event(seq=1)), partition=0)], FakeConsumer())
     assert await worker.settle()  # partition 0 committed at 10
     await metrics.refresh_lag(Assigned({0: 25, 1: 7, 2: None}, position=3))

@@ -24,16 +24,16 @@ from faststream.kafka import KafkaBroker
 
 from contracts.events import JobEvent
 from contracts.publisher import encode_event
-from projector.batch import validate
-from projector.undecodable import (
+from devstack.data import event
+from projector.event_fields import fields_of
+from projector.intake import Poison, parse
+from projector.kafka.lenient import (
     PARSE_ERRORS,
     LenientConsumer,
-    UndecodableRecord,
     consume_leniently,
     lenient_builder,
-    parse_record_set,
 )
-from tests.integration.support import event
+from projector.kafka.records import UndecodableRecord, parse_record_set
 
 RawHeader = tuple[bytes, bytes | None]
 RawRecord = tuple[bytes | None, bytes | None, Sequence[RawHeader]]
@@ -93,7 +93,7 @@ def encode_batch(
     return struct.pack(">qiibI", base_offset, length, -1, 2, crc) + after_crc
 
 
-# --- what aiokafka does with these batches (the assumptions `projector.undecodable` needs) --
+# --- what aiokafka does with these batches (the assumptions `projector.kafka` needs) --
 
 
 class _State:
@@ -316,8 +316,10 @@ def test_validation_turns_an_undecodable_record_into_its_reason() -> None:
     data = encode_batch([(b"key", value, [(BAD_KEY, b"v")]), (b"key", value, [])])
     bad, same_but_decodable = lenient_records(data)
     assert type(bad) is UndecodableRecord
-    assert isinstance(validate(replace(same_but_decodable, offset=0)), JobEvent)
-    assert validate(bad) == bad.reason, "an event, but for a header key that breaks the protocol"
+    assert parse(replace(same_but_decodable, offset=0)) == fields_of(
+        JobEvent.model_validate_json(bad.value)
+    )
+    assert parse(bad) == Poison(bad.reason), "an event, but for a header key breaking the protocol"
 
 
 # --- the consumer and FastStream ------------------------------------------------------------

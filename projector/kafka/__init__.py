@@ -1,0 +1,1 @@
+"""The Kafka side of the projector: lenient record reading, client settings."""

@@ -1,0 +1,259 @@
+"""Records to a committed merge: the one path of the live projector and `replay build`.
+
+Whoever fetches the records (FastStream's subscriber, the build's own consumer) hands each
+batch to `Pipeline.handle`; from there on the path is the same. The failure policy lives here
+(STYLE rule 4):
+
+- a record that breaks the contract is a value, not an exception: it goes to the dead-letter
+  topic (original key, bytes and headers, the reason in a header) and the batch goes on;
+- a batch's offsets are committed only after its dead letters are acknowledged by the broker,
+  every merge of it was confirmed by Redis, and the batch before it was committed: never past
+  an event that is not in Redis;
+- a failed write (Redis down or frozen, a dead letter not acknowledged) or a failed commit is
+  retried by the batch itself on a timer (capped exponential backoff with jitter), with or
+  without further traffic. Two batches are in flight at most, so while one retries the
+  consumer waits instead of fetching ahead;
+- a commit the group refuses (a rebalance gave the partition to another member, or the group
+  is not ours) is not retried: the partition is read again from its committed offset by
+  whoever owns it now (aiokafka resets every position on an assignment). The merges are
+  idempotent, so the batch's writes already in Redis do no harm;
+- an unexpected error while preparing a batch (a bug, not bad input) rewinds its partitions
+  and backs off. Nothing here ever stops the consumer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+from aiokafka import TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError
+
+from projector.batch import PreparedBatch, first_offsets, next_offsets, prepare_cooperatively
+from projector.dead_letter import dead_letter_headers, one_line
+from projector.fold import JobRef
+from projector.intake import Poison, Record
+
+log = logging.getLogger("projector.pipeline")
+
+T = TypeVar("T")
+# (jobs, their deltas: three values per job) -> groups written per job; raises when Redis
+# did not confirm.
+Merge = Callable[[list[JobRef], list[str]], Awaitable[list[int]]]
+# Commits that are refused rather than failed: retrying cannot make them succeed.
+REFUSED_COMMITS = (CommitFailedError, IllegalStateError)
+# Batches written at once. A batch's dead letters and merges go out as soon as it is
+# prepared, while the batch before it may still be in Redis or committing: the projector
+# waits for Redis only when it is two batches behind.
+WRITES_IN_FLIGHT = 2
+
+
+class OffsetControl(Protocol):
+    """The part of the Kafka consumer a batch needs."""
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None: ...
+
+    def seek(self, partition: TopicPartition, offset: int) -> None: ...
+
+
+class DeadLetterSink(Protocol):
+    async def send(
+        self, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> None: ...
+
+
+@dataclass
+class BatchOutcome:
+    events: int = 0
+    dead_lettered: int = 0
+    # Events of the jobs whose merge changed nothing: redeliveries and superseded events.
+    duplicates: int = 0
+    jobs: int = 0
+    jobs_changed: int = 0
+    merged_at: float = 0.0  # wall clock when Redis confirmed the merges
+
+    @property
+    def applied(self) -> int:
+        return self.events - self.dead_lettered - self.duplicates
+
+
+class BatchObserver(Protocol):
+    """Told of every committed batch (the metrics)."""
+
+    def batch_committed(
+        self,
+        batch: PreparedBatch,
+        outcome: BatchOutcome,
+        seconds: float,
+        offsets: dict[TopicPartition, int],
+    ) -> None: ...
+
+
+@dataclass
+class Backoff:
+    """Capped exponential backoff with jitter; reset by a success."""
+
+    base: float = 0.1
+    cap: float = 5.0
+    attempt: int = 0
+
+    def next_delay(self) -> float:
+        delay = min(self.cap, self.base * 2.0**self.attempt)
+        self.attempt += 1
+        jitter: float = random.uniform(0.5, 1.0)
+        return delay * jitter
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+@dataclass
+class _Write:
+    task: asyncio.Task[bool]  # True once the batch is committed, False when it was refused
+    records: Sequence[Record]
+
+
+class Pipeline:
+    """Writes and commits batches in order, preparing each while earlier ones are written.
+
+    Merges are idempotent and commute, so a batch's merges need not wait for the batch before
+    it; its commit does, so commits stay in order."""
+
+    def __init__(
+        self,
+        merge: Merge,
+        dead_letters: DeadLetterSink,
+        backoff: Backoff,
+        observer: BatchObserver | None = None,
+    ) -> None:
+        self._merge = merge
+        self._dead_letters = dead_letters
+        self._backoff = backoff
+        self._observer = observer
+        self._in_flight: deque[_Write] = deque()
+
+    async def handle(self, records: Sequence[Record], consumer: OffsetControl) -> None:
+        """Prepare a batch and start writing it once fewer than WRITES_IN_FLIGHT earlier
+        batches are in flight. Never raises (cancellation abandons the batches in flight
+        uncommitted)."""
+        if not records:
+            return
+        started = time.perf_counter()
+        try:
+            batch = await prepare_cooperatively(records)
+        except Exception as error:  # a bug, not bad input: never skip past it
+            log.exception("batch of %d records not prepared (%s); rewinding", len(records), error)
+            await self.settle()
+            rewind(consumer, records)
+            await asyncio.sleep(self._backoff.next_delay())
+            return
+        in_flight = self._in_flight
+        while len(in_flight) >= WRITES_IN_FLIGHT:
+            await in_flight.popleft().task
+        previous = in_flight[-1].task if in_flight else None
+        task = asyncio.create_task(self._write_and_commit(batch, consumer, started, previous))
+        in_flight.append(_Write(task, records))
+
+    async def settle(self) -> bool:
+        """Wait for every batch in flight; False when a commit of one was refused."""
+        committed = True
+        while self._in_flight:
+            committed = await self._in_flight.popleft().task and committed
+        return committed
+
+    async def close(self) -> None:
+        """Abandon the batches in flight, if any: they are not committed, so they come again."""
+        while self._in_flight:
+            task = self._in_flight.pop().task  # the latest first: it waits for the others
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def apply(self, batch: PreparedBatch) -> BatchOutcome:
+        """Dead-letter the poison, then merge the rest. Raises on any I/O failure."""
+        outcome = BatchOutcome(events=len(batch.records), dead_lettered=len(batch.dead))
+        if batch.dead:
+            await asyncio.gather(*(self._dead_letter(r, poison) for r, poison in batch.dead))
+        changed = await self._merge(batch.jobs, batch.packed)
+        outcome.merged_at = time.time()
+        outcome.jobs = len(changed)
+        unchanged = [index for index, groups in enumerate(changed) if not groups]
+        outcome.jobs_changed = outcome.jobs - len(unchanged)
+        counts = batch.events_per_job
+        outcome.duplicates = sum(counts.get(index, 1) for index in unchanged)
+        return outcome
+
+    async def _dead_letter(self, record: Record, poison: Poison) -> None:
+        log.warning(
+            "poison record partition=%s offset=%s: %s",
+            record.partition,
+            record.offset,
+            poison.reason,
+            extra={"partition": record.partition, "offset": record.offset},
+        )
+        headers = dead_letter_headers(poison.reason, record.topic, record.partition, record.offset)
+        await self._dead_letters.send(record.key, record.value, [*record.headers, *headers])
+
+    async def _write_and_commit(
+        self,
+        batch: PreparedBatch,
+        consumer: OffsetControl,
+        started: float,
+        previous: asyncio.Task[bool] | None,
+    ) -> bool:
+        size = len(batch.records)
+        outcome = await self._until_done(
+            lambda: self.apply(batch), f"batch of {size} records not written"
+        )
+        if previous is not None:
+            await previous  # commits stay in order; its merges are in Redis either way
+        offsets = next_offsets(batch.records)
+        try:
+            await self._until_done(
+                lambda: consumer.commit(offsets), f"offsets of {size} records not committed"
+            )
+        except REFUSED_COMMITS as error:
+            log.warning(
+                "commit of %d records refused (%s): their partitions are read again from "
+                "the committed offsets",
+                size,
+                one_line(f"{type(error).__name__}: {error}"),
+            )
+            return False
+        self._backoff.reset()
+        if self._observer is not None:
+            self._observer.batch_committed(batch, outcome, time.perf_counter() - started, offsets)
+        return True
+
+    async def _until_done(self, step: Callable[[], Awaitable[T]], failure: str) -> T:
+        """`step()`, retried after each failure once the backoff's delay has passed; a
+        refused commit is raised at once."""
+        while True:
+            try:
+                return await step()
+            except REFUSED_COMMITS:
+                raise
+            except Exception as error:
+                delay = self._backoff.next_delay()
+                log.warning(
+                    "%s (%s); retry in %.2f s",
+                    failure,
+                    one_line(f"{type(error).__name__}: {error}"),
+                    delay,
+                )
+                await asyncio.sleep(delay)
+
+
+def rewind(consumer: OffsetControl, records: Sequence[Record]) -> None:
+    for tp, offset in first_offsets(records).items():
+        try:
+            consumer.seek(tp, offset)
+        except Exception:  # revoked by a rebalance: its new owner starts from the commit
+            log.info("partition %s no longer assigned; not rewound", tp)
