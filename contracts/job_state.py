@@ -1,4 +1,8 @@
-"""The stored job: three tagged groups, and their encoding as one Redis hash (CONTRACT §2).
+"""The stored job: three tagged groups, their encoding as one Redis hash, and the keys.
+
+This is the one module that knows the stored format: the projector writes with it, the api
+reads with it, the replay tools compare with it, and the server-side functions get its
+separators from `lua_prelude()`. Nothing else splits or joins the values.
 
 A job's state is a head, an origin and a public group, each tagged by the `(seq, event_id)`
 of the event that set it (DESIGN "The fold is a merge"). Each group is one hash field
@@ -7,7 +11,7 @@ the ASCII unit separator. The values are what the projector can write cheapest a
 can render directly: statuses, compact JSON, and timestamps in ISO 8601 as pydantic-core
 writes them (usually already UTC with `Z`; the api renders any other offset in UTC, see
 `utc_text`). A merge only compares tags and copies strings, a read only splits and decodes,
-and a job costs three small fields of memory.
+and a job costs three small fields of memory (CONTRACT §2; DESIGN "Redis layout").
 Storage references (bucket, key) stay in the stored values; only the api turns them into URLs.
 """
 
@@ -69,12 +73,23 @@ class JobState(NamedTuple):
 
 # Hash fields, one per group; short, since memory is per job.
 F_HEAD, F_ORIGIN, F_PUBLIC = "h", "o", "p"
+GROUP_FIELDS = (F_HEAD, F_ORIGIN, F_PUBLIC)
 # The separator between the values of one group: it never occurs in them (compact JSON
 # escapes control characters; ids, statuses, types and timestamps have none).
 UNIT = "\x1f"
+_UNIT_BYTES = UNIT.encode()
+# Between the groups of a job where they are joined into one string (the digest of a job that
+# `replay verify` and `replay job` compare): a control character no group value holds.
+GROUP_SEPARATOR = "\x1e"
 # A job's delta for the server-side merge: its head, origin and public group values, '' for
 # an absent group.
 Delta = tuple[str, str, str]
+
+# --- keys ------------------------------------------------------------------------------------
+
+ACTIVE_VERSION_KEY = "projection:active"
+PREVIOUS_VERSION_KEY = "projection:previous"
+DEFAULT_VERSION = "v1"
 
 
 def job_key(version: str, tenant_id: str, job_id: str) -> str:
@@ -89,53 +104,57 @@ def change_channel(version: str, tenant_id: str, job_id: str) -> str:
     return job_key(version, tenant_id, job_id)
 
 
-def job_key_pattern(version: str) -> str:
-    """A SCAN pattern matching every job of one projection version."""
-    return f"job:{version}:*"
+def job_key_pattern(version: str, tenant_id: str | None = None) -> str:
+    """A SCAN pattern matching every job of one projection version (or of one tenant in it)."""
+    if tenant_id is None:
+        return f"job:{version}:*"
+    return f"job:{version}:{{{tenant_id}:*"
 
 
-ACTIVE_VERSION_KEY = "projection:active"
-DEFAULT_VERSION = "v1"
+def job_of_key(key: bytes | str) -> tuple[str, str, str]:
+    """`job:<version>:{<tenant>:<job_id>}` -> (version, tenant, job_id)."""
+    text = key.decode() if isinstance(key, bytes) else key
+    _, version, tagged = text.split(":", 2)
+    tenant, job_id = tagged[1:-1].split(":", 1)
+    return version, tenant, job_id
 
 
-def head_value(head: Head) -> str:
-    return f"{head.seq}{UNIT}{head.event_id}{UNIT}{head.status}{UNIT}{head.manifest_json}"
+# --- group values ----------------------------------------------------------------------------
 
 
-def origin_value(origin: Origin) -> str:
-    return f"{origin.seq}{UNIT}{origin.event_id}{UNIT}{origin.job_type}{UNIT}{origin.created_at}"
+def head_value(seq: int, event_id: str, status: str, manifest_json: str) -> str:
+    return f"{seq}{UNIT}{event_id}{UNIT}{status}{UNIT}{manifest_json}"
 
 
-def public_value(public: Public) -> str:
-    return f"{public.seq}{UNIT}{public.event_id}{UNIT}{public.event_json}"
+def origin_value(seq: int, event_id: str, job_type: str, created_at: str) -> str:
+    return f"{seq}{UNIT}{event_id}{UNIT}{job_type}{UNIT}{created_at}"
+
+
+def public_value(seq: int, event_id: str, event_json: str) -> str:
+    return f"{seq}{UNIT}{event_id}{UNIT}{event_json}"
 
 
 def pack_delta(state: JobState) -> Delta:
     """The three group values of a state, as the server-side merge takes them."""
     head, origin, public = state.head, state.origin, state.public
     return (
-        "" if head is None else head_value(head),
-        "" if origin is None else origin_value(origin),
-        "" if public is None else public_value(public),
+        "" if head is None else head_value(*head),
+        "" if origin is None else origin_value(*origin),
+        "" if public is None else public_value(*public),
     )
 
 
 def unpack_delta(delta: Delta) -> JobState:
     """The inverse of `pack_delta`."""
-    fields = zip((F_HEAD, F_ORIGIN, F_PUBLIC), delta, strict=True)
+    fields = zip(GROUP_FIELDS, delta, strict=True)
     return decode_state({name: value for name, value in fields if value})
 
 
 def encode_state(state: JobState) -> dict[str, str]:
     """The hash fields of a state, as the server-side merge writes them."""
-    fields: dict[str, str] = {}
-    if state.head is not None:
-        fields[F_HEAD] = head_value(state.head)
-    if state.origin is not None:
-        fields[F_ORIGIN] = origin_value(state.origin)
-    if state.public is not None:
-        fields[F_PUBLIC] = public_value(state.public)
-    return fields
+    return {
+        name: value for name, value in zip(GROUP_FIELDS, pack_delta(state), strict=True) if value
+    }
 
 
 def decode_state(fields: dict[str, str]) -> JobState:
@@ -151,6 +170,38 @@ def decode_state(fields: dict[str, str]) -> JobState:
         seq, event_id, event_json = fields[F_PUBLIC].split(UNIT, 2)
         public = Public(int(seq), event_id, event_json)
     return JobState(head, origin, public)
+
+
+# --- reading the stored bytes (the api's hot path: no decoding beyond what it returns) --------
+
+
+def stored_head(value: bytes) -> tuple[bytes, bytes]:
+    """A stored head group's (status, manifest JSON)."""
+    _, _, status, manifest = value.split(_UNIT_BYTES, 3)
+    return status, manifest
+
+
+def stored_origin(value: bytes) -> tuple[bytes, bytes]:
+    """A stored origin group's (job type, created_at)."""
+    _, _, job_type, created_at = value.split(_UNIT_BYTES, 3)
+    return job_type, created_at
+
+
+def stored_public(value: bytes) -> tuple[int, bytes]:
+    """A stored public group's (seq, stored event JSON)."""
+    seq, _, event_json = value.split(_UNIT_BYTES, 2)
+    return int(seq), event_json
+
+
+def stored_seq(value: bytes | None) -> int:
+    """The seq of a stored group's tag; 0 for an absent group."""
+    return int(value[: value.index(_UNIT_BYTES)]) if value else 0
+
+
+def lua_prelude() -> str:
+    """The stored format's separators as the server-side functions (`projector/jobs.lua`)
+    declare them, so that they are written in this module only."""
+    return f"local UNIT, GROUP_SEPARATOR = '\\{ord(UNIT)}', '\\{ord(GROUP_SEPARATOR)}'\n"
 
 
 def _status(text: str) -> Status:

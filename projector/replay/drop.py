@@ -19,11 +19,12 @@ from typing import Any
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
+from contracts.job_state import PREVIOUS_VERSION_KEY, job_key_pattern
+from contracts.redis_client import AnyRedis
 from projector.redis_client import connect_redis
 from projector.replay import versions
 from projector.replay.progress import Progress
 from projector.settings import ProjectorSettings
-from projector.store import AnyRedis
 
 BATCH = versions.SCAN_COUNT
 
@@ -44,7 +45,7 @@ async def unlink_version(redis: AnyRedis, version: str, progress: Progress) -> i
     removed = 0
     row = f"job:{version}:*"
     progress.set_total(row, None)  # the row's clock starts with the scan
-    async for keys in versions.scan_keys(redis, versions.version_pattern(version), BATCH):
+    async for keys in versions.scan_keys(redis, job_key_pattern(version), BATCH):
         pipe: Any = redis.pipeline(transaction=False)
         for group in unlink_groups(keys, cluster):
             # Queued with execute_command: a cluster pipeline's `unlink()` is a coroutine
@@ -57,8 +58,8 @@ async def unlink_version(redis: AnyRedis, version: str, progress: Progress) -> i
 
 async def forget_previous(redis: AnyRedis, version: str) -> None:
     if await versions.previous_version(redis) == version:
-        await redis.delete(versions.PREVIOUS_VERSION_KEY)
-        print(f"deleted {versions.PREVIOUS_VERSION_KEY} (it named {version}): no rollback to it")
+        await redis.delete(PREVIOUS_VERSION_KEY)
+        print(f"deleted {PREVIOUS_VERSION_KEY} (it named {version}): no rollback to it")
 
 
 async def command(settings: ProjectorSettings, args: argparse.Namespace) -> int:

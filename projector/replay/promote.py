@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import argparse
 
-from contracts.job_state import ACTIVE_VERSION_KEY, DEFAULT_VERSION
+from contracts.job_state import (
+    ACTIVE_VERSION_KEY,
+    DEFAULT_VERSION,
+    PREVIOUS_VERSION_KEY,
+    job_key_pattern,
+)
+from contracts.redis_client import AnyRedis
 from projector.redis_client import connect_redis
 from projector.replay.topic import group_lag
-from projector.replay.versions import (
-    PREVIOUS_VERSION_KEY,
-    previous_version,
-    scan_keys,
-    version_pattern,
-)
+from projector.replay.versions import previous_version, scan_keys
 from projector.settings import ProjectorSettings
-from projector.store import AnyRedis
 
 
 async def promote_command(settings: ProjectorSettings, args: argparse.Namespace) -> int:
@@ -79,6 +79,6 @@ async def _refusal(
 
 
 async def _has_jobs(redis: AnyRedis, version: str) -> bool:
-    async for _ in scan_keys(redis, version_pattern(version), count=100):
+    async for _ in scan_keys(redis, job_key_pattern(version), count=100):
         return True
     return False

@@ -16,8 +16,9 @@ short end that still names the last record batch (a fetch returns whole batches)
 committed offset is the floor on any broker. So the recomputed state holds every event the
 projector merged, and writing it cannot lose one.
 
-The write is a Redis Function that replaces the hash only while its h, o, p still have the
-digest of what was read, and announces the change as the merge does. When the live projector
+The write is a Redis Function (`job_replace_if_unchanged` of `projector/jobs.lua`) that
+replaces the hash only while its h, o, p are still what was read, and announces the change as
+the merge does. When the live projector
 merged meanwhile, it refuses; the hash is read again, the topic read on from where it stopped,
 and the write retried a few times.
 
@@ -28,10 +29,8 @@ event found, a partition cut by retention, or a job that kept changing; 2 bad in
 from __future__ import annotations
 
 import argparse
-import hashlib
 import re
 import sys
-import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -40,22 +39,16 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from contracts.events import TENANT_PATTERN, ULID_PATTERN, JobEvent
-from contracts.job_state import (
-    F_HEAD,
-    F_ORIGIN,
-    F_PUBLIC,
-    JobState,
-    change_channel,
-    decode_state,
-    encode_state,
-    job_key,
-)
-from projector.batch import Record, validate
+from contracts.events import TENANT_PATTERN, ULID_PATTERN
+from contracts.job_state import GROUP_FIELDS, JobState, decode_state, encode_state, job_key
+from contracts.redis_client import AnyRedis
 from projector.dead_letter import one_line
+from projector.event_fields import EventFields
 from projector.fold import fold
+from projector.intake import Poison, Record, parse
 from projector.redis_client import connect_redis
 from projector.replay.diff import MAX_VALUE_CHARS, differences
+from projector.replay.reading import StalledRead, read_up_to
 from projector.replay.topic import (
     committed_offsets,
     end_offsets,
@@ -65,35 +58,11 @@ from projector.replay.topic import (
 )
 from projector.replay.versions import active_version
 from projector.settings import ProjectorSettings
-from projector.store import AnyRedis, load_library
+from projector.store import REPLACE_FUNCTION, load_functions
 
 MAX_ATTEMPTS = 5
-STALL_SECONDS = 30.0  # no record for this long while short of the target: give up
 SHOWN_INVALID = 5
-FIELDS = (F_HEAD, F_ORIGIN, F_PUBLIC)
 NAMES = ("redis", "topic")
-
-# Between the fields of the digest: a control character, never inside a stored value.
-DIGEST_SEPARATOR = "\x1e"
-LIBRARY = "jobs_repair"
-REPLACE_FUNCTION = "job_replace_if_unchanged"
-# KEYS[1]: the job hash. ARGV: the digest of h, o, p as read ('' for an absent field, joined
-# by DIGEST_SEPARATOR), the change channel, the public seq to announce, then the new fields
-# and values.
-REPAIR_LIBRARY = f"""#!lua name={LIBRARY}
-local function replace_if_unchanged(keys, args)
-  local key = keys[1]
-  local cur = redis.call('HMGET', key, 'h', 'o', 'p')
-  local read = (cur[1] or '') .. '\\30' .. (cur[2] or '') .. '\\30' .. (cur[3] or '')
-  if redis.sha1hex(read) ~= args[1] then return 0 end
-  redis.call('DEL', key)
-  redis.call('HSET', key, unpack(args, 4))
-  redis.call('SPUBLISH', args[2], args[3])
-  return 1
-end
-
-redis.register_function('{REPLACE_FUNCTION}', replace_if_unchanged)
-"""
 
 
 async def command(settings: ProjectorSettings, args: argparse.Namespace) -> int:
@@ -105,7 +74,7 @@ async def command(settings: ProjectorSettings, args: argparse.Namespace) -> int:
         version = args.version or await active_version(redis)
         print(f"job {job.tenant}/{job.job_id}, version {version}")
         if not args.dry_run:
-            await load_repair_function(redis)
+            await load_functions(redis)
         group_id = f"{settings.kafka_group_id}.{version}"
         async with open_consumer(settings.kafka_bootstrap_servers, group_id) as consumer:
             try:
@@ -114,7 +83,7 @@ async def command(settings: ProjectorSettings, args: argparse.Namespace) -> int:
                 print(f"KAFKA_TOPIC: {error}", file=sys.stderr)
                 return 2
             return await _repair(redis, version, reader, job, args.dry_run)
-    except TimeoutError as error:
+    except StalledRead as error:
         print(f"{error}; nothing written", file=sys.stderr)
         return 1
     finally:
@@ -129,7 +98,7 @@ class TopicJob:
     tenant: str
     job_id: str
     keys: list[bytes]  # the id upper-case first, then lower-case and as given
-    events: list[JobEvent] = field(default_factory=list)
+    events: list[EventFields] = field(default_factory=list)
     found: Counter[int] = field(default_factory=Counter)  # events per partition
     invalid: list[tuple[int, int, str]] = field(default_factory=list)  # partition, offset, why
     others: int = 0  # valid events of this key for another tenant (or another job)
@@ -137,10 +106,10 @@ class TopicJob:
     def add(self, record: Record) -> None:
         if record.key is None or record.key.upper() != self.keys[0]:
             return
-        event = validate(record)
-        if isinstance(event, str):
-            self.invalid.append((record.partition, record.offset, event))
-        elif event.tenant_id != self.tenant or event.job_id != self.job_id:
+        event = parse(record)
+        if isinstance(event, Poison):
+            self.invalid.append((record.partition, record.offset, event.reason))
+        elif event["tenant_id"] != self.tenant or event["job_id"] != self.job_id:
             self.others += 1
         else:
             self.events.append(event)
@@ -198,24 +167,11 @@ class PartitionReader:
         ends = await end_offsets(self.consumer, partitions)
         committed = await committed_offsets(self.consumer, partitions)
         targets = {tp: max(ends[tp], committed[tp]) for tp in partitions}
-        pending = [tp for tp in partitions if self.positions[tp] < targets[tp]]
-        last_record = time.monotonic()
-        while pending:
-            batch = await self.consumer.getmany(*pending, timeout_ms=500)
-            for records in batch.values():
-                for record in records:
-                    job.add(record)
-            if batch:
-                last_record = time.monotonic()
-            elif time.monotonic() - last_record > STALL_SECONDS:
-                short = ", ".join(
-                    f"partition {tp.partition} at {self.positions[tp]} of {targets[tp]}"
-                    for tp in pending
-                )
-                raise TimeoutError(f"no record for {STALL_SECONDS:.0f} s ({short})")
-            for tp in pending:
-                self.positions[tp] = await self.consumer.position(tp)
-            pending = [tp for tp in pending if self.positions[tp] < targets[tp]]
+        async for records in read_up_to(self.consumer, targets):
+            for record in records:
+                job.add(record)
+        for tp in partitions:
+            self.positions[tp] = await self.consumer.position(tp)
 
 
 async def _repair(
@@ -296,14 +252,14 @@ def stored_differences(stored: Mapping[bytes, bytes], recomputed: JobState) -> l
     """How the stored hash differs from the recomputed state, one line per field; empty when
     equal. A hash damaged beyond decoding is shown raw; fields beyond h, o, p are listed."""
     text = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in stored.items()}
-    extra = [f"field {name!r}: only in redis" for name in sorted(text) if name not in FIELDS]
+    extra = [f"field {name!r}: only in redis" for name in sorted(text) if name not in GROUP_FIELDS]
     try:
         lines = differences(decode_state(text), recomputed, NAMES)
     except ValueError as error:  # a malformed group, or a public event that is not one
         encoded = encode_state(recomputed)
         lines = [f"redis does not decode: {one_line(str(error))}"] + [
             f"{name}: redis={_raw(text.get(name))} topic={_raw(encoded.get(name))}"
-            for name in FIELDS
+            for name in GROUP_FIELDS
             if text.get(name) != encoded.get(name)
         ]
     return lines + extra
@@ -311,17 +267,6 @@ def stored_differences(stored: Mapping[bytes, bytes], recomputed: JobState) -> l
 
 def _raw(value: str | None) -> str:
     return "absent" if value is None else repr(value)[:MAX_VALUE_CHARS]
-
-
-def digest(fields: Mapping[bytes, bytes]) -> str:
-    """The digest the repair function compares: SHA-1 of h, o, p as stored, '' for an absent
-    field, joined by DIGEST_SEPARATOR."""
-    joined = DIGEST_SEPARATOR.encode().join(fields.get(name.encode(), b"") for name in FIELDS)
-    return hashlib.sha1(joined, usedforsecurity=False).hexdigest()
-
-
-async def load_repair_function(redis: AnyRedis) -> None:
-    await load_library(redis, REPAIR_LIBRARY)
 
 
 async def replace_if_unchanged(
@@ -336,15 +281,9 @@ async def replace_if_unchanged(
     change (payload: the public seq, 0 without one, as the merge does). False: it changed."""
     announced = 0 if state.public is None else state.public.seq
     values = chain.from_iterable(encode_state(state).items())
-    channel = change_channel(version, tenant, job_id)
+    as_read = (read.get(name.encode(), b"") for name in GROUP_FIELDS)
     client: Any = redis
     replaced = await client.fcall(
-        REPLACE_FUNCTION,
-        1,
-        job_key(version, tenant, job_id),
-        digest(read),
-        channel,
-        announced,
-        *values,
+        REPLACE_FUNCTION, 1, job_key(version, tenant, job_id), *as_read, announced, *values
     )
     return bool(replaced)

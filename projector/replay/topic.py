@@ -72,6 +72,15 @@ async def group_lag(bootstrap: str, topic: str, group_id: str) -> dict[int, int]
     return {tp.partition: max(0, ends[tp] - committed[tp]) for tp in partitions}
 
 
+async def group_committed(bootstrap: str, topic: str, group_id: str) -> dict[int, int]:
+    """The group's committed offset per partition (0 where it never committed), read
+    without joining the group."""
+    async with open_consumer(bootstrap, group_id) as consumer:
+        partitions = await partitions_of(consumer, topic)
+        committed = await committed_offsets(consumer, partitions)
+    return {tp.partition: offset for tp, offset in committed.items()}
+
+
 def partition_for_key(key: bytes, partitions: int) -> int:
     """The partition the default partitioner (Java client, aiokafka) gives a keyed record."""
     hashed: int = murmur2(key)

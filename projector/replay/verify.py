@@ -41,39 +41,17 @@ from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
 from contracts.events import TENANT_PATTERN
-from contracts.job_state import decode_state, job_key
+from contracts.job_state import decode_state, job_key, job_key_pattern, job_of_key
+from contracts.redis_client import AnyRedis
 from projector.fold import JobRef
 from projector.redis_client import connect_redis
 from projector.replay import topic, versions
 from projector.replay.diff import differences
 from projector.replay.progress import Progress
 from projector.settings import ProjectorSettings
-from projector.store import AnyRedis, load_library
+from projector.store import DIGEST_FUNCTION, load_functions
 
 T = TypeVar("T")
-
-LIBRARY = "jobs_replay"
-DIGEST_FUNCTION = "job_digests"
-# '\30' is the group separator of contracts.job_state; a missing field digests as ''.
-DIGEST_LIBRARY = f"""#!lua name={LIBRARY}
--- KEYS: job hashes; per key the SHA1 of its h, o, p fields, or false when it does not exist.
-local function job_digests(keys)
-  local digests = {{}}
-  for i = 1, #keys do
-    if redis.call('EXISTS', keys[i]) == 0 then
-      digests[i] = false
-    else
-      local v = redis.call('HMGET', keys[i], 'h', 'o', 'p')
-      digests[i] = redis.sha1hex((v[1] or '') .. '\\30' .. (v[2] or '') .. '\\30' .. (v[3] or ''))
-    end
-  end
-  return digests
-end
-
-redis.register_function{{
-  function_name = '{DIGEST_FUNCTION}', callback = job_digests, flags = {{'no-writes'}}
-}}
-"""
 
 BATCH = versions.SCAN_COUNT
 # Keys per FCALL on one server: Redis serves nothing else while a call runs (about 11 us per
@@ -82,10 +60,6 @@ KEYS_PER_CALL = 200
 MAX_DETAILS = 50
 
 MISSING_IN_A, MISSING_IN_B, FIELDS_DIFFER = "missing in A", "missing in B", "fields differ"
-
-
-async def load_digest_function(redis: AnyRedis) -> None:
-    await load_library(redis, DIGEST_LIBRARY)
 
 
 def call_groups(keys: list[str], cluster: bool) -> list[list[int]]:
@@ -240,7 +214,7 @@ class Comparison:
 
     async def compare(self, keys_a: list[bytes]) -> None:
         """Pass 1: A's jobs against the same jobs in B."""
-        refs = [versions.job_of_key(key)[1] for key in keys_a]
+        refs = [job_of_key(key)[1:] for key in keys_a]
         found = await digests(self.redis, self._keys(refs, 0) + self._keys(refs, 1))
         found_a, found_b = found[: len(refs)], found[len(refs) :]
         for ref, digest_a, digest_b in zip(refs, found_a, found_b, strict=True):
@@ -256,7 +230,7 @@ class Comparison:
 
     async def find_extras(self, keys_b: list[bytes]) -> None:
         """Pass 2: B's jobs that A does not have (the others were compared in pass 1)."""
-        refs = [versions.job_of_key(key)[1] for key in keys_b]
+        refs = [job_of_key(key)[1:] for key in keys_b]
         for ref, digest_a in zip(refs, await digests(self.redis, self._keys(refs, 0)), strict=True):
             if digest_a is None:
                 self.tally.compared += 1
@@ -326,7 +300,7 @@ async def run_passes(comparison: Comparison, tenant: str | None, sample: int | N
     try:
         for row, version, check in passes:
             progress.set_total(row, None)  # the row's clock starts with the pass
-            pattern = versions.version_pattern(version, tenant)
+            pattern = job_key_pattern(version, tenant)
             async for keys in batches_of(comparison.redis, pattern, sample, progress, row):
                 await check(keys)
                 progress.advance(row, len(keys))
@@ -346,7 +320,7 @@ async def command(settings: ProjectorSettings, args: argparse.Namespace) -> int:
         return 2
     comparison = Comparison(await connect_redis(settings.redis_url), names, lag)
     try:
-        await load_digest_function(comparison.redis)
+        await load_functions(comparison.redis)
         started = time.monotonic()
         await run_passes(comparison, args.tenant, args.sample)
         seconds = time.monotonic() - started

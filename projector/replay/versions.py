@@ -11,11 +11,14 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
-from contracts.job_state import ACTIVE_VERSION_KEY, DEFAULT_VERSION, job_key_pattern
-from projector.fold import JobRef
-from projector.store import AnyRedis
+from contracts.job_state import (
+    ACTIVE_VERSION_KEY,
+    DEFAULT_VERSION,
+    PREVIOUS_VERSION_KEY,
+    job_of_key,
+)
+from contracts.redis_client import AnyRedis
 
-PREVIOUS_VERSION_KEY = "projection:previous"
 SCAN_COUNT = 1000
 
 
@@ -34,13 +37,6 @@ async def previous_version(redis: AnyRedis) -> str | None:
     return None if value is None else text(value)
 
 
-def job_of_key(key: bytes | str) -> tuple[str, JobRef]:
-    """`job:<version>:{<tenant>:<job_id>}` -> (version, (tenant, job_id))."""
-    _, version, tagged = text(key).split(":", 2)
-    tenant, job_id = tagged[1:-1].split(":", 1)
-    return version, (tenant, job_id)
-
-
 async def scan_keys(
     redis: AnyRedis, pattern: str, count: int = SCAN_COUNT
 ) -> AsyncIterator[list[bytes]]:
@@ -57,17 +53,10 @@ async def scan_keys(
         yield batch
 
 
-def version_pattern(version: str, tenant: str | None = None) -> str:
-    """The SCAN pattern of a version's jobs, or of one tenant's jobs in it."""
-    if tenant is None:
-        return job_key_pattern(version)
-    return f"job:{version}:{{{tenant}:*"
-
-
 async def jobs_per_version(redis: AnyRedis) -> Counter[str]:
     """Every version present in Redis with its number of jobs (one pass over `job:*`)."""
     counts: Counter[str] = Counter()
     async for keys in scan_keys(redis, "job:*"):
         for key in keys:
-            counts[text(key).split(":", 2)[1]] += 1
+            counts[job_of_key(key)[0]] += 1
     return counts

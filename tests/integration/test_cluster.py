@@ -34,8 +34,12 @@ from contracts.job_state import (
     job_key,
     job_key_pattern,
 )
+from devstack import Stack, create_topics
+from devstack.data import event, ulid
+from devstack.processes import LocalCluster, LocalProcess, start_redis_cluster
+from devstack.services import start_api
 from projector.fold import JobRef
-from projector.replay.verify import LIBRARY as DIGEST_LIBRARY
+from projector.store import LIBRARY as DIGEST_LIBRARY
 from projector.store import LIBRARY as MERGE_LIBRARY
 from projector.store import MERGE_FUNCTION
 from tests.integration.projection import (
@@ -47,12 +51,9 @@ from tests.integration.projection import (
     spawn,
     wait_until_caught_up,
 )
-from tests.integration.support import event, eventually, ulid
+from tests.integration.support import eventually
 from tests.integration.test_api import SECRET, bearer, serve, settings_for, token
 from tests.integration.test_replay import ok, replay
-from tests.stack import Stack, create_topics
-from tests.stack.processes import LocalCluster, LocalProcess, start_redis_cluster
-from tests.stack.services import start_api
 
 pytestmark = pytest.mark.integration
 

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
+from devstack.data import event_dict
+from devstack.processes import LocalProcess
 from tests.integration.projection import (
     assert_projection_equals_fold,
     differing_jobs,
@@ -21,8 +23,7 @@ from tests.integration.projection import (
     spawn,
     wait_until_caught_up,
 )
-from tests.integration.support import consume_all, event_dict
-from tests.stack.processes import LocalProcess
+from tests.integration.support import consume_all
 
 pytestmark = pytest.mark.integration
 
@@ -193,13 +194,13 @@ async def test_a_redis_that_lost_its_functions_gets_them_loaded_again(
     own_redis: LocalProcess, own_redis_client: Redis, version: str
 ) -> None:
     from projector.redis_client import connect_redis
-    from projector.store import ProjectionStore, load_merge_function
+    from projector.store import ProjectionStore, load_functions
     from tests.integration.projection import expected_states
 
     events = job_events(jobs=3)
     client = await connect_redis(f"redis://127.0.0.1:{own_redis.port}/0")
     try:
-        await load_merge_function(client)
+        await load_functions(client)
         await own_redis_client.function_flush()  # as after a restart without persistence
         await ProjectionStore(client, version).merge(expected_states(events))
     finally:

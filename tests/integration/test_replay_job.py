@@ -31,10 +31,13 @@ from contracts.job_state import (
     job_key,
 )
 from contracts.publisher import encode_event
+from devstack import create_topics
+from devstack.data import event, ulid
 from projector.fold import JobRef, fold
 from projector.replay import repair
 from projector.replay.topic import partition_for_key
 from projector.settings import ProjectorSettings
+from projector.store import load_functions
 from tests.integration.projection import (
     expected_states,
     job_events,
@@ -45,8 +48,6 @@ from tests.integration.projection import (
     stored_state,
     wait_until_caught_up,
 )
-from tests.integration.support import event, ulid
-from tests.stack import create_topics
 
 pytestmark = pytest.mark.integration
 
@@ -161,7 +162,7 @@ async def damage_status(redis: Redis, projected: Projected, ref: JobRef) -> tupl
     head = projected.expected(ref).head
     assert head is not None
     wrong: Status = "FAILED" if head.status != "FAILED" else "QUEUED"
-    await redis.hset(projected.key(ref), "h", head_value(head._replace(status=wrong)))
+    await redis.hset(projected.key(ref), "h", head_value(*head._replace(status=wrong)))
     return wrong, head.status
 
 
@@ -284,7 +285,7 @@ async def test_the_replace_refuses_when_the_hash_changed_since_it_was_read(
 ) -> None:
     job_id = ulid()
     first, second, third = (fold([event(job_id=job_id, seq=s, kind="stage")]) for s in (1, 2, 3))
-    await repair.load_repair_function(redis)
+    await load_functions(redis)
     key = job_key(version, "acme", job_id)
 
     read = await repair.read_hash(redis, key)  # absent
@@ -317,7 +318,7 @@ def merging_after_reads(
     async def read_then_merge(client: Any, key: str) -> dict[bytes, bytes]:
         fields = await read_hash(client, key)
         if (n := next(merged, None)) is not None:
-            await redis.hset(key, "h", head_value(head._replace(seq=head.seq + n)))
+            await redis.hset(key, "h", head_value(*head._replace(seq=head.seq + n)))
         return fields
 
     return read_then_merge
@@ -357,7 +358,7 @@ async def test_a_job_that_keeps_changing_is_given_up_with_nothing_written(
     assert f"gave up after {attempts} attempts" in capsys.readouterr().out
     head = projected.expected(ref).head
     assert head is not None
-    last_merged = head_value(head._replace(seq=head.seq + attempts)).encode()
+    last_merged = head_value(*head._replace(seq=head.seq + attempts)).encode()
     assert await redis.hget(projected.key(ref), "h") == last_merged
 
 

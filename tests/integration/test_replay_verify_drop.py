@@ -19,6 +19,7 @@ from contracts.job_state import (
     ACTIVE_VERSION_KEY,
     F_HEAD,
     F_PUBLIC,
+    PREVIOUS_VERSION_KEY,
     JobState,
     Status,
     head_value,
@@ -26,10 +27,12 @@ from contracts.job_state import (
     job_key_pattern,
     public_value,
 )
+from devstack import create_topics
+from devstack.data import event
+from devstack.services import REPO
 from projector.fold import JobRef
 from projector.replay import drop, verify
 from projector.replay import topic as topic_info
-from projector.replay.versions import PREVIOUS_VERSION_KEY
 from projector.settings import ProjectorSettings
 from projector.store import ProjectionStore
 from tests.integration.projection import (
@@ -42,10 +45,7 @@ from tests.integration.projection import (
     stored_state,
     wait_until_caught_up,
 )
-from tests.integration.support import event
 from tests.integration.test_api import db_url
-from tests.stack import create_topics
-from tests.stack.services import REPO
 
 pytestmark = pytest.mark.integration
 
@@ -214,7 +214,10 @@ async def test_a_field_changed_by_hand_is_shown_field_by_field(
     edited = public._replace(event_json=json.dumps(stored_event, separators=(",", ":")))
     await db.hset(
         job_key(target, *ref),
-        mapping={F_HEAD: head_value(head._replace(status=status)), F_PUBLIC: public_value(edited)},
+        mapping={
+            F_HEAD: head_value(*head._replace(status=status)),
+            F_PUBLIC: public_value(*edited),
+        },
     )
 
     code = await run_verify(settings, source, target)
@@ -320,7 +323,7 @@ async def test_thousands_of_jobs_are_verified_and_dropped(
     for ref in changed:
         head = states[ref].head
         assert head is not None
-        pipe.hset(job_key(target, *ref), F_HEAD, head_value(head._replace(seq=head.seq + 1)))
+        pipe.hset(job_key(target, *ref), F_HEAD, head_value(*head._replace(seq=head.seq + 1)))
     await pipe.execute()
 
     assert await run_verify(settings, source, target) == 1

@@ -1,18 +1,17 @@
-"""`replay job` without I/O: which records make the job, the diff of a damaged hash, the digest."""
+"""`replay job` without I/O: which records make the job, the diff of a damaged hash."""
 
 from __future__ import annotations
-
-import hashlib
 
 import pytest
 from aiokafka import ConsumerRecord
 
 from contracts.job_state import encode_state
 from contracts.publisher import encode_event
-from projector.batch import Record
+from devstack.data import event
+from projector.event_fields import fields_of
 from projector.fold import fold
-from projector.replay.repair import digest, job_to_repair, stored_differences
-from tests.integration.support import event
+from projector.intake import Record
+from projector.replay.repair import job_to_repair, stored_differences
 
 JOB = "01JDQ8Z3M4W8K2V7T6R5N4P3Q2"
 
@@ -65,7 +64,7 @@ def test_only_valid_events_of_the_tenant_under_the_jobs_key_make_the_job() -> No
     for each in records:
         job.add(each)
 
-    assert job.events == mine
+    assert job.events == [fields_of(e) for e in mine]
     assert job.state() == fold(mine)
     assert job.found == {3: 2}
     assert [offset for _, offset, _ in job.invalid] == [7, 8]
@@ -97,10 +96,3 @@ def test_fields_beyond_the_groups_are_a_difference() -> None:
     lines = stored_differences(stored(**encode_state(state), x="1"), state)
 
     assert lines == ["field 'x': only in redis"]
-
-
-def test_the_digest_covers_the_three_groups_and_nothing_else() -> None:
-    fields = stored(h="head", p="public", x="other")
-
-    assert digest(fields) == hashlib.sha1(b"head\x1e\x1epublic", usedforsecurity=False).hexdigest()
-    assert digest({}) == hashlib.sha1(b"\x1e\x1e", usedforsecurity=False).hexdigest()

@@ -1,0 +1,135 @@
+-- The projection's server-side functions: the merge of a job's delta (the fold of
+-- projector/fold.py, over stored values), the digests `replay verify` compares, and the
+-- guarded replace of `replay job`.
+--
+-- `projector/store.py` loads this as a Redis Function library and declares, before it:
+-- UNIT and GROUP_SEPARATOR, the stored format's separators (contracts/job_state.py), and
+-- SUFFIX, a digest of this code that every function name carries, so that two releases of the
+-- projector (a rolling upgrade) keep their own functions side by side.
+--
+-- A group value starts with its tag: seq UNIT event_id UNIT ...; a job is a hash of the
+-- groups h (head), o (origin) and p (public).
+
+-- Bound at the first call: loading a library sees only the `redis` API.
+local match, byte, min, to_number, call, sha1
+
+local function bind()
+  match, byte, min, to_number = string.match, string.byte, math.min, tonumber
+  call, sha1 = redis.call, redis.sha1hex
+end
+
+local SEQ = '^%d+'
+local ID = '^%d+' .. UNIT .. '([^' .. UNIT .. ']*)'
+
+local function seq_of(value) return to_number(match(value, SEQ)) end
+local function id_of(value) return match(value, ID) end
+
+-- Byte by byte, not with Lua's `<` on strings, which follows the server's locale.
+local function greater(a, b)
+  if a == b then return false end
+  for i = 1, min(#a, #b) do
+    local x, y = byte(a, i), byte(b, i)
+    if x ~= y then return x > y end
+  end
+  return #a > #b
+end
+
+-- The fold's ranks (projector/fold.py head_rank, origin_rank): the head and the public group
+-- go to the greatest (seq, event_id), the origin to the least seq and, among equal seqs, the
+-- greatest event_id. Seqs are at most 2^53-1, exact as Lua numbers. Returns whether the new
+-- value (whose seq is `seq`) beats the stored one, and the stored seq.
+local function beats(new, seq, stored, least_seq_wins)
+  if not stored then return true, nil end
+  local stored_seq = seq_of(stored)
+  if seq ~= stored_seq then
+    if least_seq_wins then return seq < stored_seq, stored_seq end
+    return seq > stored_seq, stored_seq
+  end
+  return greater(id_of(new), id_of(stored)), stored_seq
+end
+
+-- KEYS: job hashes. ARGV: three values per job, in the order of KEYS: its head, origin and
+-- public group values ('' for an absent group). Returns the number of groups written per job.
+-- A change of the head or public group is announced on the job's channel (its key) with the
+-- job's public seq (0 without one).
+-- Redis runs this for every job of every batch, on the core the projector does not use: it
+-- reads each stored group once, makes no strings it can avoid (the channel is the key itself)
+-- and takes an event id out of a value only when the seqs are equal.
+local function job_merge(keys, args)
+  if not call then bind() end
+  local written = {}
+  for i = 1, #keys do
+    local key, last = keys[i], 3 * i
+    local head, origin, public = args[last - 2], args[last - 1], args[last]
+    local stored = call('HMGET', key, 'h', 'o', 'p')
+    local set, n, announce = {}, 0, false
+    if head ~= '' and beats(head, seq_of(head), stored[1], false) then
+      set[n + 1] = 'h'; set[n + 2] = head; n = n + 2
+      announce = true
+    end
+    if origin ~= '' and beats(origin, seq_of(origin), stored[2], true) then
+      set[n + 1] = 'o'; set[n + 2] = origin; n = n + 2
+    end
+    local public_seq = 0
+    if public ~= '' then
+      local seq = seq_of(public)
+      local wins, stored_seq = beats(public, seq, stored[3], false)
+      if wins then
+        set[n + 1] = 'p'; set[n + 2] = public; n = n + 2
+        announce = true
+        public_seq = seq
+      else
+        public_seq = stored_seq
+      end
+    elseif stored[3] then
+      public_seq = seq_of(stored[3])
+    end
+    if n == 0 then
+      written[i] = 0
+    else
+      call('HSET', key, unpack(set))
+      if announce then call('SPUBLISH', key, public_seq) end
+      written[i] = n / 2
+    end
+  end
+  return written
+end
+
+local function joined(values)
+  return (values[1] or '') .. GROUP_SEPARATOR .. (values[2] or '') .. GROUP_SEPARATOR
+    .. (values[3] or '')
+end
+
+-- KEYS: job hashes. Returns per key the SHA1 of its groups joined, or false when it does not
+-- exist.
+local function job_digests(keys)
+  if not call then bind() end
+  local digests = {}
+  for i = 1, #keys do
+    if call('EXISTS', keys[i]) == 0 then
+      digests[i] = false
+    else
+      digests[i] = sha1(joined(call('HMGET', keys[i], 'h', 'o', 'p')))
+    end
+  end
+  return digests
+end
+
+-- KEYS[1]: a job hash. ARGV: its h, o, p values as the caller read them ('' for absent), the
+-- public seq to announce, then the new fields and values. Replaces the hash only while it
+-- still holds what was read (a live merge in between makes it return 0).
+local function job_replace_if_unchanged(keys, args)
+  if not call then bind() end
+  local key = keys[1]
+  if joined(call('HMGET', key, 'h', 'o', 'p')) ~= joined(args) then return 0 end
+  call('DEL', key)
+  call('HSET', key, unpack(args, 5))
+  call('SPUBLISH', key, args[4])
+  return 1
+end
+
+redis.register_function('job_merge' .. SUFFIX, job_merge)
+redis.register_function{
+  function_name = 'job_digests' .. SUFFIX, callback = job_digests, flags = {'no-writes'}
+}
+redis.register_function('job_replace_if_unchanged' .. SUFFIX, job_replace_if_unchanged)
