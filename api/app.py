@@ -18,7 +18,7 @@ from api.notifier import ChangeNotifier
 from api.presign import Presigner
 from api.reader import JobReader
 from api.redis_client import UNAVAILABLE_ERRORS, LazyRedis
-from api.render import BodyCache
+from api.render import body_cache
 from api.routes import router
 from api.settings import ApiSettings
 
@@ -48,7 +48,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             notifier=notifier,
             presign_ttl_seconds=settings.presign_ttl_seconds,
             presign_bucket_seconds=settings.presign_bucket_seconds,
-            bodies=BodyCache(),
+            bodies=body_cache(),
             metrics=metrics,
         )
         try:

@@ -11,11 +11,11 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 import jwt
+from cachetools import TLRUCache
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
@@ -70,7 +70,10 @@ def jwt_config(
 class TokenVerifier:
     def __init__(self, config: JwtConfig) -> None:
         self._config = config
-        self._cache: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        # token -> (tenant, until when it may be trusted without verifying it again)
+        self._cache: TLRUCache[str, tuple[str, float]] = TLRUCache(
+            maxsize=CACHE_ENTRIES, ttu=lambda _token, entry, _now: entry[1], timer=time.time
+        )
 
     def tenant_of(self, authorization: str | None) -> str:
         """The tenant of a valid `Authorization: Bearer <jwt>` header; else Unauthenticated."""
@@ -82,12 +85,11 @@ class TokenVerifier:
             raise Unauthenticated(
                 "Use the Bearer scheme: Authorization: Bearer <token>.", token_given=False
             )
-        now = time.time()
         cached = self._cache.get(token)
-        if cached is not None and now < cached[1]:
+        if cached is not None:
             return cached[0]
         tenant, exp = self._verify(token)
-        self._remember(token, tenant, min(exp, now + CACHE_SECONDS))
+        self._cache[token] = (tenant, min(exp, time.time() + CACHE_SECONDS))
         return tenant
 
     def _verify(self, token: str) -> tuple[str, float]:
@@ -115,12 +117,6 @@ class TokenVerifier:
         if not isinstance(tenant, str) or not _TENANT.fullmatch(tenant):
             raise Unauthenticated("The token names no tenant.", token_given=True)
         return tenant, _seconds(claims["exp"])
-
-    def _remember(self, token: str, tenant: str, until: float) -> None:
-        cache = self._cache
-        cache[token] = (tenant, until)
-        if len(cache) > CACHE_ENTRIES:
-            cache.popitem(last=False)
 
 
 def _seconds(exp: Any) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable, MutableMapping
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -13,7 +14,6 @@ from api.metrics import ApiMetrics
 from api.notifier import ChangeNotifier
 from api.presign import Presigner
 from api.reader import JobReader
-from api.render import BodyCache
 
 # Declares the security scheme in OpenAPI; the header itself is checked by TokenVerifier,
 # because HTTPBearer's own 401/403 bodies are not the contract's.
@@ -28,7 +28,7 @@ class Services:
     notifier: ChangeNotifier
     presign_ttl_seconds: int
     presign_bucket_seconds: int
-    bodies: BodyCache
+    bodies: MutableMapping[Hashable, bytes]  # rendered bodies (`api.render.body_cache`)
     metrics: ApiMetrics
 
 

@@ -3,13 +3,13 @@ served without FastAPI's per-request machinery.
 
 A plain ASGI middleware in front of the app. It answers only when everything is routine -
 the exact path, a ULID, no query string or only `wait` and `after_seq` in plain digits
-within the route's bounds, a token that verifies, a stored job - using the same pieces as
-the route (`TokenVerifier`, `JobReader`, `wait_for_change`, `job_response`), so the bytes
-are the route's. Anything else (no or bad token, another parameter, a value the route would
-refuse or parse differently, another path) goes to FastAPI unchanged, which stays the one
-place that writes 401 and 422 bodies. Measured: FastAPI's dependency solving and parameter
-validation cost several times the work of the read itself (README "Performance"); a
-long-poll answers every change of a job, so it is as hot as a plain read.
+within the route's bounds, a token that verifies - with the route's own handler
+(`api.read_job.read_job`), so the bytes are the route's. Anything else (no or bad token,
+another parameter, a value the route would refuse or parse differently, another path) goes to
+FastAPI unchanged, which stays the one place that writes 401 and 422 bodies. FastAPI's
+dependency solving and parameter validation cost several times the work of the read itself
+(docs/performance.md); a long-poll answers every change of a job, so it is as hot as a plain
+read.
 """
 
 from __future__ import annotations
@@ -20,12 +20,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.auth import Unauthenticated
 from api.dependencies import Services
-from api.errors import not_found, unavailable
+from api.errors import unavailable
+from api.read_job import MAX_WAIT_SECONDS, read_job
 from api.redis_client import UNAVAILABLE_ERRORS
-from api.render import is_complete, public_seq
-from api.routes import MAX_WAIT_SECONDS, job_response, wait_for_change
+from contracts.events import ULID_PATTERN
+from contracts.http import JOBS_PATH
 
-_JOB_PATH = re.compile(r"/v1/jobs/([0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25})")
+_JOB_PATH = re.compile(re.escape(JOBS_PATH) + "(" + ULID_PATTERN.strip("^$") + ")")
 _PLAIN_SECONDS = re.compile(rb"\d{1,2}(?:\.\d{1,6})?")
 _PLAIN_SEQ = re.compile(rb"\d{1,18}")
 
@@ -79,17 +80,11 @@ class FastJobReads:
         except Unauthenticated:
             await self.app(scope, receive, send)  # FastAPI writes the 401
             return
-        job_id = match.group(1).upper()
         wait, after_seq = poll
         try:
-            stored = await services.reader.read(tenant_id, job_id)
-            if wait > 0 and public_seq(stored.fields) <= after_seq:
-                stored = await wait_for_change(services, tenant_id, job_id, wait, after_seq)
+            response = await read_job(
+                services, tenant_id, match.group(1).upper(), wait, after_seq, if_none_match
+            )
         except UNAVAILABLE_ERRORS:
-            await unavailable()(scope, receive, send)
-            return
-        if not is_complete(stored.fields):
-            response = not_found()
-        else:
-            response = job_response(services, job_id, stored, if_none_match)
+            response = unavailable()
         await response(scope, receive, send)

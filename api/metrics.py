@@ -15,8 +15,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import PUBLIC_PATHS
 from contracts.build import register_build_info
+from contracts.http import JOB_ROUTE, JOBS_PATH
 
-JOB_ROUTE = "/v1/jobs/{id}"
 # A read takes a fraction of a millisecond; a long-poll up to 25 s.
 REQUEST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 25)
 # One presigned URL: a few microseconds.
@@ -54,7 +54,7 @@ class ApiMetrics:
 
 
 def route_of(path: str) -> str:
-    if path.startswith("/v1/jobs/") and "/" not in path[9:]:
+    if path.startswith(JOBS_PATH) and "/" not in path[len(JOBS_PATH) :]:
         return JOB_ROUTE
     return path if path in PUBLIC_PATHS else "other"
 

@@ -23,6 +23,7 @@ from urllib.parse import quote, urlsplit
 
 import boto3
 from botocore.credentials import Credentials as BotocoreCredentials
+from cachetools import LRUCache
 
 MAX_EXPIRES_SECONDS: Final = 604_800  # SigV4 presigned URLs live at most 7 days.
 _SERVICE: Final = "s3"
@@ -270,7 +271,8 @@ class Presigner:
         self._credentials = credentials
         self._region = region
         self._style = _PathStyle(endpoint_url) if endpoint_url else _VirtualHostStyle(region)
-        self._targets: dict[str, _Target] = {}
+        # A service uses a handful of buckets: bounded only against the unexpected.
+        self._targets: LRUCache[str, _Target] = LRUCache(maxsize=self._MAX_CACHED_BUCKETS)
         self._stamp: _Stamp | None = None
 
     @classmethod
@@ -328,7 +330,5 @@ class Presigner:
     def _add_target(self, bucket: str) -> _Target:
         if not _BUCKET_NAME.fullmatch(bucket):
             raise ValueError(f"invalid S3 bucket name: {bucket!r}")
-        if len(self._targets) >= self._MAX_CACHED_BUCKETS:
-            self._targets.clear()  # a service uses a handful of buckets; just stay bounded
         target = self._targets[bucket] = self._style.target(bucket)
         return target

@@ -13,36 +13,30 @@ import zlib
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from contracts.job_state import F_HEAD, F_ORIGIN, F_PUBLIC, UNIT, utc_text
+from cachetools import LRUCache
+
+from contracts.job_state import (
+    F_HEAD,
+    F_ORIGIN,
+    F_PUBLIC,
+    stored_head,
+    stored_origin,
+    stored_public,
+    utc_text,
+)
 
 SignUrl = Callable[[str, str], str]  # (bucket, key) -> presigned GET URL
 
-_HEAD, _ORIGIN, _PUBLIC, _UNIT = (
-    F_HEAD.encode(),
-    F_ORIGIN.encode(),
-    F_PUBLIC.encode(),
-    UNIT.encode(),
-)
+_HEAD, _ORIGIN, _PUBLIC = F_HEAD.encode(), F_ORIGIN.encode(), F_PUBLIC.encode()
+BODY_CACHE_ENTRIES = 4096
 
 
-class BodyCache:
+def body_cache(entries: int = BODY_CACHE_ENTRIES) -> LRUCache[Hashable, bytes]:
     """Rendered bodies keyed by everything a body depends on - the job's stored groups, the
-    presign time bucket and the signing credentials - so a hit is always the body a render
-    would give. Pollers re-read unchanged jobs; this spares them the JSON and the HMACs.
-    Bounded: the oldest entry goes first."""
-
-    def __init__(self, size: int = 4096) -> None:
-        self._size = size
-        self._bodies: dict[Hashable, bytes] = {}
-
-    def get(self, key: Hashable) -> bytes | None:
-        return self._bodies.get(key)
-
-    def put(self, key: Hashable, body: bytes) -> None:
-        bodies = self._bodies
-        if len(bodies) >= self._size:
-            del bodies[next(iter(bodies))]
-        bodies[key] = body
+    presign time bucket and the signing credentials (`body_key`) - so a hit is always the
+    body a render would give. Pollers re-read unchanged jobs; this spares them the JSON and
+    the HMACs. Bounded: the least recently used body goes first."""
+    return LRUCache(maxsize=entries)
 
 
 def body_key(job_id: str, fields: dict[bytes, bytes], *context: Hashable) -> Hashable:
@@ -63,19 +57,6 @@ def is_complete(fields: dict[bytes, bytes]) -> bool:
     return _HEAD in fields and _ORIGIN in fields
 
 
-def _seq(fields: dict[bytes, bytes], group: bytes) -> int:
-    value = fields.get(group)
-    return int(value[: value.index(_UNIT)]) if value else 0
-
-
-def public_seq(fields: dict[bytes, bytes]) -> int:
-    return _seq(fields, _PUBLIC)
-
-
-def head_seq(fields: dict[bytes, bytes]) -> int:
-    return _seq(fields, _HEAD)
-
-
 def _artifacts(stored: list[dict[str, Any]], sign: SignUrl) -> list[dict[str, Any]]:
     return [
         {
@@ -89,14 +70,14 @@ def _artifacts(stored: list[dict[str, Any]], sign: SignUrl) -> list[dict[str, An
 
 
 def render_job(job_id: str, fields: dict[bytes, bytes], sign: SignUrl) -> bytes:
-    _, _, status, manifest = fields[_HEAD].split(_UNIT, 3)
-    _, _, job_type, created_at = fields[_ORIGIN].split(_UNIT, 3)
+    status, manifest = stored_head(fields[_HEAD])
+    job_type, created_at = stored_origin(fields[_ORIGIN])
     latest = None
     if public := fields.get(_PUBLIC):
-        seq, _, event = public.split(_UNIT, 2)
+        seq, event = stored_public(public)
         kind, message, artifacts, payload, occurred_at = json.loads(event)
         latest = {
-            "seq": int(seq),
+            "seq": seq,
             "kind": kind,
             "visibility": "public",
             "message": message,

@@ -13,6 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.job_state import Status
 
+# The route of a job, `GET /v1/jobs/{id}`: its prefix, and the template as routers name it.
+JOBS_PATH = "/v1/jobs/"
+JOB_ROUTE = JOBS_PATH + "{id}"
+
 
 class Artifact(BaseModel):
     """A job artifact - image_url is a short-lived presigned GET URL; a raw S3 key never

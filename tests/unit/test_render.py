@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-from api.render import BodyCache, body_key, head_seq, is_complete, public_seq, render_job
-from contracts.job_state import encode_state
+from api.render import body_cache, body_key, is_complete, render_job
+from contracts.job_state import encode_state, stored_seq
+from devstack.data import event
 from projector.fold import fold
-from tests.integration.support import event
 
 
 def stored(*events_: object) -> dict[bytes, bytes]:
@@ -16,6 +16,14 @@ def stored(*events_: object) -> dict[bytes, bytes]:
 
 
 ART = {"bucket": "renders", "key": "a/b c.png", "kind": "on_model_render", "role": "final"}
+
+
+def head_seq(fields: dict[bytes, bytes]) -> int:
+    return stored_seq(fields.get(b"h"))
+
+
+def public_seq(fields: dict[bytes, bytes]) -> int:
+    return stored_seq(fields.get(b"p"))
 
 
 def sign(bucket: str, key: str) -> str:
@@ -54,12 +62,13 @@ def test_the_body_cache_key_changes_with_the_job_the_time_bucket_and_the_credent
     assert body_key("J", before, 60, "key-a") == body_key("J", dict(before), 60, "key-a")
 
 
-def test_the_body_cache_is_bounded_and_drops_the_oldest_entry() -> None:
-    cache = BodyCache(size=2)
-    cache.put("a", b"1")
-    cache.put("b", b"2")
-    cache.put("c", b"3")
-    assert (cache.get("a"), cache.get("b"), cache.get("c")) == (None, b"2", b"3")
+def test_the_body_cache_is_bounded_and_drops_the_least_recently_used_entry() -> None:
+    cache = body_cache(entries=2)
+    cache["a"] = b"1"
+    cache["b"] = b"2"
+    assert cache.get("a") == b"1"
+    cache["c"] = b"3"
+    assert (cache.get("a"), cache.get("b"), cache.get("c")) == (b"1", None, b"3")
 
 
 def test_the_fields_digest_tells_apart_a_same_seq_replacement() -> None:

@@ -1,0 +1,107 @@
+"""Reading one job (CONTRACT §3): the one handler behind both entrances of `GET /v1/jobs/{id}`.
+
+`api.routes` (FastAPI: parameter validation, OpenAPI, the 422 and 401 bodies) and
+`api.fast_path` (the pollers' routine requests, without FastAPI's per-request machinery) both
+end here once they know the tenant, the job id and the poll parameters, so the bytes a client
+gets do not depend on the entrance. A Redis error is raised; each entrance answers it with
+the contract's 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from datetime import UTC, datetime
+
+from fastapi.responses import Response
+
+from api.dependencies import Services
+from api.errors import JSON, not_found
+from api.reader import StoredJobFields
+from api.render import body_key, fields_digest, is_complete, render_job
+from contracts.job_state import F_HEAD, F_PUBLIC, change_channel, stored_seq
+
+MAX_WAIT_SECONDS = 25.0
+
+
+async def read_job(
+    services: Services,
+    tenant_id: str,
+    job_id: str,
+    wait: float = 0,
+    after_seq: int = 0,
+    if_none_match: str | None = None,
+) -> Response:
+    """The response to a read of `job_id` (upper-case) by `tenant_id`: the job, 304 when
+    `if_none_match` still matches, or 404; held up to `wait` seconds while the job's public
+    seq is not above `after_seq`."""
+    stored = await services.reader.read(tenant_id, job_id)
+    if wait > 0 and public_seq(stored) <= after_seq:
+        stored = await wait_for_change(services, tenant_id, job_id, wait, after_seq)
+    if not is_complete(stored.fields):
+        return not_found()
+    return job_response(services, job_id, stored, if_none_match)
+
+
+def public_seq(stored: StoredJobFields) -> int:
+    return stored_seq(stored.fields.get(_PUBLIC))
+
+
+_HEAD, _PUBLIC = F_HEAD.encode(), F_PUBLIC.encode()
+
+
+def job_response(
+    services: Services, job_id: str, stored: StoredJobFields, if_none_match: str | None
+) -> Response:
+    bucket_seconds = services.presign_bucket_seconds
+    bucket_start = int(time.time()) // bucket_seconds * bucket_seconds
+    fields = stored.fields
+    seqs = f"{stored_seq(fields.get(_HEAD))}.{public_seq(stored)}"
+    etag = f'"{stored.version}.{seqs}.{bucket_start}.{fields_digest(fields):08x}"'
+    headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
+    if if_none_match and _matches(if_none_match, etag):
+        return Response(status_code=304, headers=headers)
+    presigner = services.presigner
+    cache_key = body_key(job_id, fields, bucket_start, presigner.credentials())
+    body = services.bodies.get(cache_key)
+    if body is None:
+        signed_at = datetime.fromtimestamp(bucket_start, UTC)
+        expires_in = services.presign_ttl_seconds + bucket_seconds
+        observe = services.metrics.presign_seconds.observe
+
+        def sign(bucket: str, key: str) -> str:
+            started = time.perf_counter()
+            url = presigner.presign_get(bucket, key, expires_in, signed_at)
+            observe(time.perf_counter() - started)
+            return url
+
+        body = render_job(job_id, fields, sign)
+        services.bodies[cache_key] = body
+    return Response(body, media_type=JSON, headers=headers)
+
+
+def _matches(if_none_match: str, etag: str) -> bool:
+    candidates = (tag.strip().removeprefix("W/") for tag in if_none_match.split(","))
+    return any(tag in (etag, "*") for tag in candidates)
+
+
+async def wait_for_change(
+    services: Services, tenant_id: str, job_id: str, wait: float, after_seq: int
+) -> StoredJobFields:
+    deadline = time.monotonic() + wait
+    version = await services.reader.active_version()
+    channel = change_channel(version, tenant_id, job_id)
+    async with services.notifier.watch(channel) as changed:
+        # Read again once subscribed: a change between the first read and the subscription
+        # would otherwise go unnoticed until the deadline.
+        stored = await services.reader.read(tenant_id, job_id)
+        while public_seq(stored) <= after_seq:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), remaining)
+            changed.clear()
+            stored = await services.reader.read(tenant_id, job_id)
+    return stored
