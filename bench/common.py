@@ -15,8 +15,8 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from contracts.events import JobEvent
+from devstack.data import ulid
 from projector.replay.topic import partition_for_key
-from tests.integration.support import ulid
 
 RESULTS = Path(__file__).parent / "results"
 REPO = Path(__file__).resolve().parents[1]

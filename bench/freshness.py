@@ -57,10 +57,10 @@ from bench.common import (
     write_result,
 )
 from contracts.job_state import DEFAULT_VERSION, change_channel
+from devstack import create_topics, start_stack
+from devstack.data import ulid
+from devstack.services import start_api, start_projector
 from projector.settings import ProjectorSettings
-from tests.integration.support import ulid
-from tests.stack import create_topics, start_stack
-from tests.stack.services import start_api, start_projector
 
 SECRET = "bench-freshness-secret-0123456789abcdef"  # noqa: S105 - a bench key
 PARTITIONS = 4

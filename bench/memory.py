@@ -29,9 +29,9 @@ from redis.asyncio import Redis
 from bench import projector as projector_bench
 from bench.common import produce_fast, succeeded_job, write_result
 from contracts.job_state import F_HEAD, F_ORIGIN, F_PUBLIC, decode_state, job_key_pattern
+from devstack import create_topics, start_stack
 from projector.replay.versions import text
-from projector.store import load_merge_function
-from tests.stack import create_topics, start_stack
+from projector.store import load_functions
 
 TOPIC = "bench.memory"
 VERSION = "memory"
@@ -118,7 +118,7 @@ async def redis_bytes_per_job(jobs: int) -> dict[str, Any]:
     try:
         await create_topics(stack.kafka_bootstrap, {TOPIC: PARTITIONS, f"{TOPIC}.dlq": 1})
         records = [record for n in range(jobs) for record in succeeded_job(n)]
-        await load_merge_function(redis)
+        await load_functions(redis)
         keys_before, before = await redis.dbsize(), await memory_info(redis)
         await produce_fast(stack.kafka_bootstrap, TOPIC, records, PARTITIONS)
         env = stack.env() | {"KAFKA_TOPIC": TOPIC, "PROJECTION_VERSION": VERSION}

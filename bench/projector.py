@@ -48,8 +48,8 @@ from bench.common import (
     write_result,
 )
 from contracts.events import JobEvent
-from tests.stack import create_topics, start_stack
-from tests.stack.services import start_projector
+from devstack import create_topics, start_stack
+from devstack.services import start_projector
 
 PARTITIONS = 4
 

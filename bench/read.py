@@ -9,8 +9,8 @@ worker, no access log):
 - bare: `bench.bare_app`, a FastAPI route returning one captured response body of ours as
   pre-serialised bytes (its ceiling: HTTP + routing, nothing else).
 
-Both are loaded by the same generator - wrk when it is on PATH, else an asyncio keep-alive
-client over raw sockets - with the same connections and duration, after a warm-up. The
+Both are loaded by wrk (`make bench` installs it) with the same connections and duration,
+after a warm-up. The
 presigner is timed per URL against botocore's `generate_presigned_url` (s3v4).
 
     uv run python -m bench.read [--connections 32] [--duration 10] [--warmup 2]
@@ -26,12 +26,10 @@ import os
 import pstats
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -43,14 +41,14 @@ import jwt
 from redis import Redis
 from redis.typing import EncodableT, FieldT
 
-from bench.common import get_request, percentile, read_response, write_result
+from bench.common import write_result
 from bench.presign_compare import SETUPS, presign_cost, sample_keys
 from contracts.job_state import encode_state, job_key
+from devstack import start_stack
+from devstack.data import event
+from devstack.processes import LocalProcess, free_port
+from devstack.services import start_api, start_listening
 from projector.fold import fold
-from tests.integration.support import event
-from tests.stack import start_stack
-from tests.stack.processes import LocalProcess, free_port
-from tests.stack.services import start_api, start_listening
 
 SECRET = "bench-read-secret-0123456789abcdef0123"  # noqa: S105 - a bench key
 TENANT = "acme"
@@ -59,9 +57,8 @@ PATH = f"/v1/jobs/{JOB_ID}"
 TARGET_VS_BARE = 0.5
 TARGET_PRESIGN_SPEEDUP = 10.0
 WRK_MISSING = (
-    "wrk is not on PATH: using the asyncio fallback client (slower than wrk; it may be the "
-    "bottleneck for the bare route). For wrk: `apt-get install wrk` (Debian/Ubuntu), "
-    "`brew install wrk` (macOS), or build https://github.com/wg/wrk."
+    "wrk is not on PATH. `make bench` installs it where apt-get can; otherwise "
+    "`brew install wrk` (macOS) or build https://github.com/wg/wrk."
 )
 # wrk prints one JSON line when done; latencies are in microseconds.
 WRK_SCRIPT = """
@@ -190,75 +187,7 @@ def run_wrk(
     )
 
 
-async def _keep_alive_connection(
-    port: int,
-    request: bytes,
-    warm_until: float,
-    stop_at: float,
-    latencies: list[float],
-    statuses: Counter[int],
-) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    clock = time.perf_counter
-    try:
-        while True:
-            started = clock()
-            if started >= stop_at:
-                return
-            writer.write(request)
-            status, _ = await read_response(reader)
-            finished = clock()
-            if started >= warm_until and finished <= stop_at:
-                latencies.append(finished - started)
-                statuses[status] += 1
-    finally:
-        writer.close()
-        await writer.wait_closed()
-
-
-async def _asyncio_load(
-    port: int, headers: dict[str, str], connections: int, warmup: float, seconds: float
-) -> Load:
-    request = get_request(PATH, headers)
-    latencies: list[float] = []
-    statuses: Counter[int] = Counter()
-    now = time.perf_counter()
-    warm_until, stop_at = now + warmup, now + warmup + seconds
-    await asyncio.gather(
-        *(
-            _keep_alive_connection(port, request, warm_until, stop_at, latencies, statuses)
-            for _ in range(connections)
-        )
-    )
-    latencies.sort()
-    ok = sum(n for status, n in statuses.items() if 200 <= status < 400)
-    return Load(
-        generator="asyncio keep-alive client",
-        connections=connections,
-        seconds=seconds,
-        requests=len(latencies),
-        requests_per_s=len(latencies) / seconds,
-        p50_ms=percentile(latencies, 0.50) * 1000,
-        p99_ms=percentile(latencies, 0.99) * 1000,
-        mean_ms=statistics.fmean(latencies) * 1000 if latencies else 0.0,
-        errors=len(latencies) - ok,
-    )
-
-
-def run_asyncio(
-    port: int, headers: dict[str, str], connections: int, warmup: float, seconds: float
-) -> Load:
-    try:
-        import uvloop
-    except ImportError:  # the plain loop only makes the client slower
-        return asyncio.run(_asyncio_load(port, headers, connections, warmup, seconds))
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(_asyncio_load(port, headers, connections, warmup, seconds))
-
-
-def load(port: int, headers: dict[str, str], args: argparse.Namespace, wrk: str | None) -> Load:
-    if wrk is None:
-        return run_asyncio(port, headers, args.connections, args.warmup, args.duration)
+def load(port: int, headers: dict[str, str], args: argparse.Namespace, wrk: str) -> Load:
     run_wrk(wrk, port, headers, args.connections, args.threads, args.warmup)  # warm-up
     return run_wrk(wrk, port, headers, args.connections, args.threads, args.duration)
 
@@ -390,7 +319,7 @@ def stopped_on_exit(processes: list[LocalProcess]) -> Iterator[list[LocalProcess
 def run(args: argparse.Namespace) -> dict[str, Any]:
     wrk = shutil.which("wrk")
     if wrk is None:
-        print(WRK_MISSING, flush=True)
+        raise SystemExit(WRK_MISSING)
     print("presigning: ours against botocore ...", flush=True)
     presign = presign_costs(args.presign_n, args.presign_repeats)
 

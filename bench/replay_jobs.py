@@ -31,11 +31,11 @@ from redis.asyncio import Redis
 from bench.common import rss_mib, succeeded_job, write_result
 from contracts.events import JobEvent
 from contracts.job_state import JobState, job_key_pattern
+from devstack import create_topics, start_stack
 from projector.fold import JobRef, fold
 from projector.replay import drop, verify, versions
 from projector.settings import ProjectorSettings
 from projector.store import ProjectionStore
-from tests.stack import create_topics, start_stack
 
 TOPIC = "bench.replay"
 SOURCE, TARGET = "bench-a", "bench-b"

@@ -2,7 +2,7 @@
 
 Each bench of this folder runs in a process of its own (so that one's heap, garbage-collector
 settings or crash do not touch the next; `replay_jobs` reads its own RSS) and on a stack of
-its own (`tests.stack`: Tansu, redis-server and the moto server on free ports), at the sizes
+its own (`devstack`: Tansu, redis-server and the moto server on free ports), at the sizes
 the README reports. Their figures - each against its baseline measured in the same bench
 run - go into `bench/results/latest.json` with the machine, the commit and the time;
 `bench.report` then writes `latest.md` (the README's table) and the charts beside it.

@@ -44,12 +44,14 @@ from bench.common import (
     produce_fast,
     write_result,
 )
-from projector.batch import Record, prepare, tune_garbage_collector
-from projector.store import ProjectionStore, load_merge_function
-from tests.integration.support import committed_offsets, ulid
-from tests.stack import create_topics, start_stack
-from tests.stack.processes import LocalProcess
-from tests.stack.services import start_projector
+from devstack import create_topics, start_stack
+from devstack.data import ulid
+from devstack.processes import LocalProcess
+from devstack.services import start_projector
+from projector.batch import prepare, tune_garbage_collector
+from projector.intake import Record
+from projector.replay.topic import group_committed
+from projector.store import ProjectionStore, load_functions
 
 PARTITIONS = 4
 ASSIGNED = re.compile(r"Setting newly assigned partitions (.*?) for group")
@@ -128,7 +130,7 @@ async def drain(
                 process.resume()
         resumed = time.perf_counter()
         group = f"jobs-projector.{version}"
-        while sum((await committed_offsets(bootstrap, topic, group)).values()) < len(records):
+        while sum((await group_committed(bootstrap, topic, group)).values()) < len(records):
             if any(p.process.poll() is not None for p in processes):
                 raise RuntimeError("\n".join(p.log_tail() for p in processes))
             await asyncio.sleep(0.05)
@@ -226,7 +228,7 @@ async def costs(
     stack = start_stack(workdir)
     redis = Redis.from_url(stack.redis_url)
     try:
-        await load_merge_function(redis)
+        await load_functions(redis)
         store = ProjectionStore(redis, "cost")
         await batch_cost(store, 500, 100, 1)  # warm: imports, connections, the function
         by_size = [

@@ -31,9 +31,9 @@ from bench.common import (
     rss_mib,
     write_result,
 )
-from tests.stack import create_topics, start_stack
-from tests.stack.processes import free_port
-from tests.stack.services import start_api, start_projector
+from devstack import create_topics, start_stack
+from devstack.processes import free_port
+from devstack.services import start_api, start_projector
 
 SECRET = "soak-secret-0123456789abcdef0123456789"  # noqa: S105 - a local test key
 PARTITIONS = 4

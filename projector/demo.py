@@ -24,10 +24,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from ulid import ULID
+
 from contracts.events import JobEvent
 from contracts.publisher import JobEventPublisher
 
-CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 STEPS = ("created", "queued", "stage", "stage", "stage")
 TICK_SECONDS = 0.1
 BUCKET = "renders"
@@ -36,9 +37,7 @@ log = logging.getLogger("projector.demo")
 
 
 def new_ulid() -> str:
-    """48 bits of milliseconds and 80 random bits: 128 bits, so the first digit is 0-7."""
-    value = (time.time_ns() // 1_000_000) << 80 | random.getrandbits(80)
-    return "".join(CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
+    return str(ULID())
 
 
 @dataclass

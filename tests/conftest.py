@@ -1,4 +1,4 @@
-"""Session fixtures: the real broker, Redis and S3 (see `tests.stack`), started once.
+"""Session fixtures: the real broker, Redis and S3 (see `devstack`), started once.
 
 Nothing starts for a run of `tests/unit` alone: the stack is a lazy session fixture. Every
 test gets its own topic names and projection version, so tests never see each other's data
@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from tests.stack import Stack, create_bucket, create_topics, log_audit, start_stack
-from tests.stack.processes import LocalProcess, start_redis
+from devstack import Stack, create_bucket, create_topics, start_stack
+from devstack.processes import LocalProcess, start_redis
+from tests import log_audit
 
 _running: list[Stack] = []
 
@@ -23,7 +24,7 @@ _running: list[Stack] = []
 @pytest.fixture(scope="session", autouse=True)
 def audited_logs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Fail the run when a log line of our processes holds a token, a secret or a presigned
-    URL's signature (what is read and what counts: `tests.stack.log_audit`).
+    URL's signature (what is read and what counts: `tests.log_audit`).
 
     Session-scoped and autouse, so it is set up before any other session fixture and torn
     down after all of them: every projector, api and server has stopped and written its last

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
 from projector.redis_client import connect_redis
 from projector.replay.topic import group_lag
 from projector.replay.versions import active_version, jobs_per_version, previous_version
@@ -18,13 +22,16 @@ async def command(settings: ProjectorSettings, args: argparse.Namespace) -> int:
         jobs = await jobs_per_version(redis)
     finally:
         await redis.aclose()
-    print(f"{'version':<34} {'jobs':>10} {'lag':>10}  lag per partition")
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    table.add_column("version")
+    table.add_column("jobs", justify="right")
+    table.add_column("lag", justify="right")
+    table.add_column("lag per partition")
     for version in sorted(set(jobs) | {active}):
         group = f"{settings.kafka_group_id}.{version}"
         lag = await group_lag(settings.kafka_bootstrap_servers, settings.kafka_topic, group)
         per_partition = " ".join(f"{p}:{n}" for p, n in sorted(lag.items()))
         mark = " (active)" if version == active else " (previous)" if version == previous else ""
-        print(
-            f"{version + mark:<34} {jobs[version]:>10,} {sum(lag.values()):>10,}  {per_partition}"
-        )
+        table.add_row(version + mark, f"{jobs[version]:,}", f"{sum(lag.values()):,}", per_partition)
+    Console(width=200).print(table)
     return 0

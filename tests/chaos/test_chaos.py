@@ -24,6 +24,9 @@ from redis.asyncio import Redis
 from api.render import render_job
 from contracts.events import JobEvent
 from contracts.job_state import encode_state
+from devstack import Stack
+from devstack.processes import LocalProcess, free_port
+from devstack.services import start_api
 from tests.integration.projection import (
     expected_states,
     job_events,
@@ -33,9 +36,6 @@ from tests.integration.projection import (
     spawn,
 )
 from tests.integration.support import committed_offsets, consume_all, end_offsets, eventually
-from tests.stack import Stack
-from tests.stack.processes import LocalProcess, free_port
-from tests.stack.services import start_api
 
 pytestmark = pytest.mark.integration
 

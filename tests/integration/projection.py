@@ -14,10 +14,11 @@ from redis.asyncio import Redis
 from contracts.events import JobEvent
 from contracts.job_state import JobState, decode_state, job_key, job_key_pattern
 from contracts.publisher import encode_event
+from devstack.data import event, ulid
+from devstack.processes import LocalProcess
+from devstack.services import start_projector
 from projector.fold import JobRef, fold
-from tests.integration.support import committed_offsets, end_offsets, event, eventually, ulid
-from tests.stack.processes import LocalProcess
-from tests.stack.services import start_projector
+from tests.integration.support import committed_offsets, end_offsets, eventually
 
 
 def projector_env(bootstrap: str, topic: str, redis_url: str, version: str) -> dict[str, str]:

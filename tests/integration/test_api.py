@@ -23,10 +23,10 @@ from redis.asyncio import Redis
 from api.app import create_app
 from api.settings import ApiSettings
 from contracts.events import JobEvent
+from devstack import Stack, s3_client
+from devstack.data import event
+from devstack.processes import LocalProcess
 from tests.integration.projection import produce, projector_env, spawn, wait_until_caught_up
-from tests.integration.support import event
-from tests.stack import Stack, s3_client
-from tests.stack.processes import LocalProcess
 
 pytestmark = pytest.mark.integration
 
@@ -110,7 +110,7 @@ async def projected(
     stack: Stack, bucket: str, api_redis_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[list[JobEvent]]:
     """The scenario's events, projected into version v1 by a real projector."""
-    from tests.stack import create_topics
+    from devstack import create_topics
 
     redis = Redis.from_url(api_redis_url)
     await redis.flushdb()
@@ -411,7 +411,7 @@ async def test_wait_beyond_25_seconds_is_a_validation_error(client: httpx.AsyncC
 
 
 async def test_redis_unreachable_answers_503_with_retry_after_quickly(stack: Stack) -> None:
-    from tests.stack.processes import free_port
+    from devstack.processes import free_port
 
     settings = settings_for(stack, f"redis://127.0.0.1:{free_port()}/0")
     async for client in serve(create_app(settings)):
@@ -424,7 +424,7 @@ async def test_redis_unreachable_answers_503_with_retry_after_quickly(stack: Sta
 
 
 async def test_a_frozen_redis_answers_503_not_a_hang(stack: Stack, tmp_path: Path) -> None:
-    from tests.stack.processes import start_redis
+    from devstack.processes import start_redis
 
     server: LocalProcess = start_redis(tmp_path)
     try:

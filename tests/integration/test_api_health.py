@@ -8,10 +8,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from devstack import Stack
+from devstack.processes import LocalProcess, start_redis
+from devstack.services import start_api
 from tests.integration.support import eventually
-from tests.stack import Stack
-from tests.stack.processes import LocalProcess, start_redis
-from tests.stack.services import start_api
 
 pytestmark = pytest.mark.integration
 

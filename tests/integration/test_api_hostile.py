@@ -30,11 +30,11 @@ from redis import Redis
 from redis.typing import EncodableT, FieldT
 
 from contracts.job_state import encode_state, job_key
+from devstack import Stack
+from devstack.data import event
+from devstack.processes import LocalProcess
+from devstack.services import start_api
 from projector.fold import fold
-from tests.integration.support import event
-from tests.stack import Stack
-from tests.stack.processes import LocalProcess
-from tests.stack.services import start_api
 
 pytestmark = pytest.mark.integration
 

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
+from devstack import Stack, create_topics, s3_client
+from devstack.processes import LocalProcess, start_tansu
 from tests.integration.projection import (
     assert_projection_equals_fold,
     job_events,
@@ -24,8 +26,6 @@ from tests.integration.projection import (
     wait_until_caught_up,
 )
 from tests.integration.support import committed_offsets, eventually
-from tests.stack import Stack, create_topics, s3_client
-from tests.stack.processes import LocalProcess, start_tansu
 
 pytestmark = pytest.mark.integration
 

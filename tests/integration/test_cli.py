@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.stack.processes import free_port
+from devstack.processes import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -16,6 +16,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from contracts.events import JobEvent
 from contracts.publisher import encode_event
+from devstack import Stack
+from devstack.data import event, ulid
+from devstack.processes import LocalProcess, start_redis
+from devstack.services import start_api
 from tests.integration.projection import (
     produce,
     produce_raw,
@@ -23,10 +27,7 @@ from tests.integration.projection import (
     spawn,
     wait_until_caught_up,
 )
-from tests.integration.support import event, eventually, ulid
-from tests.stack import Stack
-from tests.stack.processes import LocalProcess, start_redis
-from tests.stack.services import start_api
+from tests.integration.support import eventually
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,9 @@ from redis.asyncio import Redis
 
 from contracts.events import JobEvent
 from contracts.publisher import JobEventPublisher
-from tests.integration.support import consume_all, event
-from tests.stack import Stack, s3_client
+from devstack import Stack, s3_client
+from devstack.data import event
+from tests.integration.support import consume_all
 
 pytestmark = pytest.mark.integration
 

@@ -20,6 +20,9 @@ from redis.asyncio import Redis
 
 from contracts.events import JobEvent
 from contracts.job_state import ACTIVE_VERSION_KEY, job_key, job_key_pattern
+from devstack import Stack
+from devstack.processes import LocalProcess
+from devstack.services import REPO, start_api
 from tests.integration.projection import (
     assert_projection_equals_fold,
     job_events,
@@ -32,9 +35,6 @@ from tests.integration.projection import (
 )
 from tests.integration.support import committed_offsets, end_offsets
 from tests.integration.test_api import db_url
-from tests.stack import Stack
-from tests.stack.processes import LocalProcess
-from tests.stack.services import REPO, start_api
 
 pytestmark = pytest.mark.integration
 

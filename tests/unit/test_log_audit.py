@@ -11,8 +11,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tests.stack import DEFAULT_S3_CREDENTIALS
-from tests.stack.log_audit import RunRecorder, audit, find_leaks, known_secrets, our_logs
+from devstack import DEFAULT_S3_CREDENTIALS
+from tests.log_audit import RunRecorder, audit, find_leaks, known_secrets, our_logs
 
 PLANTED_SECRET = "planted-secret-0123456789abcdef"  # noqa: S105 - a test key
 TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJ0ZW5hbnRfaWQiOiJhY21lIn0.c2lnbmF0dXJlLW1hZGUtdXAtZm9yLXRlc3Rz"  # noqa: S105

@@ -1,7 +1,7 @@
 """The JSON log lines and their redaction (`contracts.logs`).
 
 Records are built and formatted directly, not logged: a planted token logged through a
-logger of ours would reach the run's own log audit (`tests.stack.log_audit`).
+logger of ours would reach the run's own log audit (`tests.log_audit`).
 """
 
 from __future__ import annotations

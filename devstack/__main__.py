@@ -21,9 +21,9 @@ import jwt
 
 from contracts.events import JobEvent
 from contracts.publisher import JobEventPublisher
-from tests.stack import Stack, create_bucket, create_topics, s3_client, start_stack
-from tests.stack.processes import LocalProcess, free_port
-from tests.stack.services import start_api, start_projector
+from devstack import Stack, create_bucket, create_topics, s3_client, start_stack
+from devstack.processes import LocalProcess, free_port
+from devstack.services import start_api, start_projector
 
 TOPIC = "jobs.events"
 BUCKET = "renders"

@@ -7,9 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.stack.processes import LocalProcess, free_port, wait_for_port
+from devstack.processes import LocalProcess, free_port, wait_for_port
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _start(name: str, argv: list[str], env: dict[str, str], workdir: Path) -> LocalProcess:

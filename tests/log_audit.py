@@ -4,7 +4,7 @@ What is audited, at the end of the session (`audited_logs` in `tests/conftest.py
 
 - every `*.log` under pytest's base temporary folder except the servers that are not ours
   (Tansu, redis-server, moto: `INFRASTRUCTURE_LOG`). Our projectors and apis write there
-  (`tests.stack.services`), whatever folder a test gave them; a log file of any new kind is
+  (`devstack.services`), whatever folder a test gave them; a log file of any new kind is
   audited too, so a new way of starting our processes cannot slip past unnoticed;
 - the stderr of `python -m projector ...` / `python -m api` run with `subprocess.run` (the
   command-line tests): `RunRecorder.recording_run` copies it into a `.log` of that folder;
@@ -39,7 +39,7 @@ import pytest
 
 from contracts.logs import REDACTED, redact
 
-# Log files of the servers `tests.stack.processes` starts: not ours, and moto's request log
+# Log files of the servers `devstack.processes` starts: not ours, and moto's request log
 # holds the presigned URLs that the tests fetch from it, by design.
 INFRASTRUCTURE_LOG = re.compile(r"(tansu|moto-s3|redis-\d+|redis-cluster-\d+)\.log")
 
@@ -119,7 +119,7 @@ def known_secrets() -> set[str]:
     """The run's literal secrets: the tests' JWT keys (module constants named `*SECRET*` in
     the loaded test modules), the S3 secret key the harness gives moto and the api, and
     secrets set in the environment."""
-    from tests.stack import DEFAULT_S3_CREDENTIALS
+    from devstack import DEFAULT_S3_CREDENTIALS
 
     secrets = {DEFAULT_S3_CREDENTIALS[1]}
     for name, module in list(sys.modules.items()):

@@ -145,7 +145,11 @@ def redis_server_binary() -> str:
     return found
 
 
-def _redis_argv(port: int, data: Path) -> list[str]:
+def _redis_argv(port: int, data: Path, durable: bool = False) -> list[str]:
+    """A server on loopback with its files in `data`; `durable`: every write is in its
+    append-only file before it is acknowledged, so a SIGKILL loses nothing."""
+    persistence = ["--appendfsync", "always"] if durable else []
+    appendonly = "yes" if durable else "no"
     return [
         redis_server_binary(),
         "--port",
@@ -157,17 +161,20 @@ def _redis_argv(port: int, data: Path) -> list[str]:
         "--save",
         "",
         "--appendonly",
-        "no",
+        appendonly,
+        *persistence,
         "--protected-mode",
         "no",
     ]
 
 
-def start_redis(workdir: Path, port: int | None = None) -> LocalProcess:
+def start_redis(workdir: Path, port: int | None = None, durable: bool = False) -> LocalProcess:
+    """A redis-server; started again with the same `workdir` and `port` (and `durable`), it
+    finds its data where it left it."""
     port = port or free_port()
     data = workdir / f"redis-{port}"
     data.mkdir(parents=True, exist_ok=True)
-    return _spawn(f"redis-{port}", _redis_argv(port, data), port, workdir, timeout=15)
+    return _spawn(f"redis-{port}", _redis_argv(port, data, durable), port, workdir, timeout=15)
 
 
 @dataclass

