@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
 import uvicorn
 
+from api.auth import jwt_config
 from api.presign import Presigner
 from api.settings import ApiSettings
 from contracts.logs import configure_logging, logging_config
-from contracts.settings import config_error, load_or_exit
+from contracts.redis_client import redis_problem
+from contracts.settings import config_error, load_or_exit, redact
+
+REDIS_CHECK_SECONDS = 5.0
+log = logging.getLogger("api")
 
 
 def main() -> None:
@@ -17,6 +25,17 @@ def main() -> None:
         Presigner.from_boto3(None, settings.aws_region, settings.s3_endpoint_url)
     except ValueError as exc:
         config_error(f"S3_ENDPOINT_URL / AWS_* (presigning): {exc}")
+    try:
+        jwt_config(settings)
+    except ValueError as exc:
+        config_error(str(exc))
+    # A Redis that refuses our credentials or TLS is a setting to fix: stop. One that does
+    # not answer yet is waited for: the api answers 503 until it does (CONTRACT §3).
+    problem = asyncio.run(redis_problem(settings.redis_url, REDIS_CHECK_SECONDS))
+    if problem is not None and problem.refused:
+        config_error(f"REDIS_URL={redact(settings.redis_url)}: {problem.reason}")
+    if problem is not None:
+        log.warning("Redis does not answer yet (%s): 503 until it does", problem.reason)
     uvicorn.run(
         "api.app:create_app",
         factory=True,

@@ -9,33 +9,35 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.access_log import AccessLog
 from api.auth import TokenVerifier, Unauthenticated, jwt_config
 from api.dependencies import Services
-from api.errors import authenticate_first, on_store_unavailable, on_unauthenticated
+from api.errors import (
+    authenticate_first,
+    on_store_unavailable,
+    on_too_many_waiters,
+    on_unauthenticated,
+)
 from api.fast_path import FastJobReads
 from api.metrics import ApiMetrics, RequestMetrics
 from api.notifier import ChangeNotifier
 from api.presign import Presigner
 from api.reader import JobReader
 from api.redis_client import UNAVAILABLE_ERRORS, LazyRedis
-from api.render import body_cache
+from api.render import BodyCache
 from api.routes import router
 from api.settings import ApiSettings
+from api.waiters import TooManyWaiters, WaiterLimits
 
 
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
     settings = settings or ApiSettings()
-    verifier = TokenVerifier(
-        jwt_config(
-            settings.jwt_secret.get_secret_value() if settings.jwt_secret else None,
-            settings.jwt_public_key,
-            settings.jwt_audience,
-            settings.jwt_issuer,
-            settings.jwt_tenant_claim,
-        )
-    )
+    verifier = TokenVerifier(jwt_config(settings))
     presigner = Presigner.from_boto3(None, settings.aws_region, settings.s3_endpoint_url)
     metrics = ApiMetrics()
+    access_log = AccessLog() if settings.api_access_log else None
+    waiters = WaiterLimits(settings.api_max_waiters, settings.api_max_waiters_per_tenant)
+    metrics.long_polls.set_function(lambda: waiters.held)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -48,28 +50,40 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             notifier=notifier,
             presign_ttl_seconds=settings.presign_ttl_seconds,
             presign_bucket_seconds=settings.presign_bucket_seconds,
-            bodies=body_cache(),
+            bodies=BodyCache(settings.api_body_cache_bytes),
             metrics=metrics,
+            storage=settings.storage_rules,
+            waiters=waiters,
         )
         try:
             yield
         finally:
             await notifier.stop()
             await redis.aclose()
+            if access_log is not None:
+                access_log.flush()
 
     app = FastAPI(
         title="Jobs read API",
         version="1.0.0",
         description="Where is my job? Reads job projections, presigning artifact URLs.",
         lifespan=lifespan,
+        # FastAPI's native OpenTelemetry looks up the global providers on every request, a
+        # few microseconds of a read's hundred: off.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+        docs_url="/docs" if settings.api_docs else None,
+        redoc_url="/redoc" if settings.api_docs else None,
+        openapi_url="/openapi.json" if settings.api_docs else None,
         # No 307 to a slash-less path: it would answer before authentication, with a
         # Location built from the client's Host header.
         redirect_slashes=False,
     )
     app.include_router(router)
     app.add_middleware(FastJobReads)
-    app.add_middleware(RequestMetrics, metrics=metrics)  # added last: outermost, times all
+    # Added last: outermost, it times and logs everything.
+    app.add_middleware(RequestMetrics, metrics=metrics, access_log=access_log)
     app.add_exception_handler(Unauthenticated, on_unauthenticated)
+    app.add_exception_handler(TooManyWaiters, on_too_many_waiters)
     for unavailable in UNAVAILABLE_ERRORS:
         app.add_exception_handler(unavailable, on_store_unavailable)
     app.add_exception_handler(StarletteHTTPException, authenticate_first(verifier))

@@ -28,6 +28,9 @@ def error_bytes(code: str, message: str) -> bytes:
 # One constant body for "missing" and "another tenant's": byte-identical by construction.
 JOB_NOT_FOUND = error_bytes("JOB_NOT_FOUND", "Job not found.")
 UNAVAILABLE = error_bytes("UNAVAILABLE", "The job store is unavailable; retry shortly.")
+TOO_MANY_REQUESTS = error_bytes(
+    "TOO_MANY_REQUESTS", "Too many long-polls are waiting; retry after Retry-After seconds."
+)
 
 
 def not_found() -> Response:
@@ -38,6 +41,19 @@ def unavailable() -> Response:
     return Response(
         UNAVAILABLE, status_code=503, media_type=JSON, headers={"Retry-After": RETRY_AFTER_SECONDS}
     )
+
+
+def too_many_requests() -> Response:
+    return Response(
+        TOO_MANY_REQUESTS,
+        status_code=429,
+        media_type=JSON,
+        headers={"Retry-After": RETRY_AFTER_SECONDS},
+    )
+
+
+async def on_too_many_waiters(_request: Request, _exc: Exception) -> Response:
+    return too_many_requests()
 
 
 async def on_unauthenticated(_request: Request, exc: Exception) -> Response:
@@ -63,7 +79,7 @@ def authenticate_first(verifier: TokenVerifier) -> ExceptionHandler:
         assert isinstance(exc, StarletteHTTPException)
         if request.url.path not in PUBLIC_PATHS:
             try:
-                verifier.tenant_of(request.headers.get("authorization"))
+                await verifier.tenant_of(request.headers.get("authorization"))
             except Unauthenticated as unauthenticated:
                 return await on_unauthenticated(request, unauthenticated)
         return await http_exception_handler(request, exc)

@@ -20,9 +20,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.auth import Unauthenticated
 from api.dependencies import Services
-from api.errors import unavailable
+from api.errors import too_many_requests, unavailable
+from api.metrics import remember_tenant
 from api.read_job import MAX_WAIT_SECONDS, read_job
 from api.redis_client import UNAVAILABLE_ERRORS
+from api.waiters import TooManyWaiters
 from contracts.events import ULID_PATTERN
 from contracts.http import JOBS_PATH
 
@@ -76,10 +78,11 @@ class FastJobReads:
             elif name == b"if-none-match" and if_none_match is None:
                 if_none_match = value.decode("latin-1")
         try:
-            tenant_id = services.verifier.tenant_of(authorization)
+            tenant_id = await services.verifier.tenant_of(authorization)
         except Unauthenticated:
             await self.app(scope, receive, send)  # FastAPI writes the 401
             return
+        remember_tenant(scope, tenant_id)
         wait, after_seq = poll
         try:
             response = await read_job(
@@ -87,4 +90,6 @@ class FastJobReads:
             )
         except UNAVAILABLE_ERRORS:
             response = unavailable()
+        except TooManyWaiters:
+            response = too_many_requests()
         await response(scope, receive, send)

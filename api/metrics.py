@@ -2,17 +2,28 @@
 
 `api_request_seconds{route,status}` is labelled by route template, not by path: a path is
 chosen by the client, and a label per job id (or per probe of a scanner) would grow the
-series without bound. Anything that is not one of our routes counts as `other`.
+series without bound. Anything that is not one of our routes counts as `other`. A long-poll
+(`?wait=` above 0) has a label of its own, `/v1/jobs/{id}?wait`: its seconds are mostly the
+wait the client asked for, and would drown the read latency.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.access_log import AccessLog
 from api.errors import PUBLIC_PATHS
 from contracts.build import register_build_info
 from contracts.http import JOB_ROUTE, JOBS_PATH
@@ -41,6 +52,18 @@ class ApiMetrics:
             buckets=PRESIGN_BUCKETS,
             registry=self.registry,
         )
+        self.refused_artifacts = Counter(
+            "api_refused_artifacts",
+            "Stored artifact references left out of a response because they are outside the "
+            "storage rules (ARTIFACT_BUCKETS, ARTIFACT_KEY_PREFIX); counted when a body is "
+            "rendered.",
+            registry=self.registry,
+        )
+        self.long_polls = Gauge(
+            "api_long_polls",
+            "Long-polls held at this moment (API_MAX_WAITERS caps them).",
+            registry=self.registry,
+        )
         register_build_info("api", self.registry)
 
     def observe_request(self, route: str, status: int, seconds: float) -> None:
@@ -53,19 +76,36 @@ class ApiMetrics:
         return generate_latest(self.registry)
 
 
-def route_of(path: str) -> str:
+LONG_POLL_ROUTE = JOB_ROUTE + "?wait"
+_NO_WAIT = re.compile(rb"(?:^|&)wait=0*(?:\.0*)?(?:&|$)")
+
+
+def route_of(path: str, query: bytes = b"") -> str:
     if path.startswith(JOBS_PATH) and "/" not in path[len(JOBS_PATH) :]:
+        if b"wait=" in query and not _NO_WAIT.search(query):
+            return LONG_POLL_ROUTE
         return JOB_ROUTE
     return path if path in PUBLIC_PATHS else "other"
 
 
+TENANT_STATE = "tenant"
+
+
+def remember_tenant(scope: Scope, tenant_id: str) -> None:
+    """For the access log: the tenant of this request's valid token."""
+    scope.setdefault("state", {})[TENANT_STATE] = tenant_id
+
+
 class RequestMetrics:
     """Outermost middleware: times every request, including those the fast path answers,
-    and serves `/metrics` itself (public, like the probes: CONTRACT §5)."""
+    writes its access log line, and serves `/metrics` itself (public, like the probes:
+    CONTRACT §5). The entrance that verified a token leaves its tenant in the scope's state
+    (`remember_tenant`)."""
 
-    def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: ApiMetrics, access_log: AccessLog | None) -> None:
         self.app = app
         self.metrics = metrics
+        self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -87,7 +127,12 @@ class RequestMetrics:
         try:
             await self.app(scope, receive, send_and_note)
         finally:
-            self.metrics.observe_request(route_of(path), status, time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            route = route_of(path, scope.get("query_string", b""))
+            self.metrics.observe_request(route, status, seconds)
+            if self.access_log is not None:
+                tenant = scope.get("state", {}).get(TENANT_STATE)
+                self.access_log.request(scope["method"], route, status, tenant, seconds)
 
     async def _scrape(self, send: Send) -> None:
         body = self.metrics.exposition()

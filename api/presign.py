@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import math
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +33,8 @@ _SIGNED_HEADERS: Final = "&X-Amz-SignedHeaders=host"
 # Re-read botocore credentials this long before they expire: it is botocore's default advisory
 # refresh window, so reading them inside it is what makes botocore fetch new ones.
 _REFRESH_MARGIN_SECONDS: Final = 15 * 60
+_RETRY_SECONDS: Final = 30.0
+log = logging.getLogger("api.presign")
 
 
 # --- credentials ---------------------------------------------------------------------------------
@@ -60,7 +64,10 @@ class BotocoreCredentialSource:
 
     `RefreshableCredentials.get_frozen_credentials()` costs ~10 µs (it checks the expiry
     against a tzlocal clock on every call) - more than the rest of a signature - so the hot
-    path compares one float instead.
+    path compares one float instead. Re-reading may refresh them, which calls STS or the
+    instance metadata service and can take seconds: it runs on a thread of its own, and the
+    snapshot in hand keeps serving until the new one is there. Only the first read, at start,
+    is made in line.
     """
 
     def __init__(
@@ -70,13 +77,22 @@ class BotocoreCredentialSource:
         self._clock = clock
         # (snapshot, when to re-read it): one attribute, so threads never see half an update.
         self._state = self._read()
+        self._refreshing = threading.Lock()
 
     def current(self) -> SigningCredentials:
         snapshot, recheck_at = self._state
-        if self._clock() < recheck_at:
-            return snapshot
-        self._state = self._read()
-        return self._state[0]
+        if self._clock() >= recheck_at and self._refreshing.acquire(blocking=False):
+            threading.Thread(target=self._refresh, name="credentials-refresh", daemon=True).start()
+        return snapshot
+
+    def _refresh(self) -> None:
+        try:
+            self._state = self._read()
+        except Exception as error:  # STS or IMDS away: keep serving, try again shortly
+            log.warning("presigning credentials not refreshed (%s)", type(error).__name__)
+            self._state = (self._state[0], self._clock() + _RETRY_SECONDS)
+        finally:
+            self._refreshing.release()
 
     def _read(self) -> tuple[SigningCredentials, float]:
         source = self._credentials

@@ -3,14 +3,15 @@
 `api.routes` (FastAPI: parameter validation, OpenAPI, the 422 and 401 bodies) and
 `api.fast_path` (the pollers' routine requests, without FastAPI's per-request machinery) both
 end here once they know the tenant, the job id and the poll parameters, so the bytes a client
-gets do not depend on the entrance. A Redis error is raised; each entrance answers it with
-the contract's 503.
+gets do not depend on the entrance. A Redis error and `TooManyWaiters` are raised; each
+entrance answers them with the contract's 503 and 429.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from datetime import UTC, datetime
 
@@ -21,6 +22,8 @@ from api.errors import JSON, not_found
 from api.reader import StoredJobFields
 from api.render import body_key, fields_digest, is_complete, render_job
 from contracts.job_state import F_HEAD, F_PUBLIC, change_channel, stored_seq
+
+log = logging.getLogger("api.read_job")
 
 MAX_WAIT_SECONDS = 25.0
 
@@ -38,10 +41,11 @@ async def read_job(
     seq is not above `after_seq`."""
     stored = await services.reader.read(tenant_id, job_id)
     if wait > 0 and public_seq(stored) <= after_seq:
-        stored = await wait_for_change(services, tenant_id, job_id, wait, after_seq)
+        with services.waiters.hold(tenant_id):  # raises TooManyWaiters: the entrance's 429
+            stored = await wait_for_change(services, tenant_id, job_id, wait, after_seq)
     if not is_complete(stored.fields):
         return not_found()
-    return job_response(services, job_id, stored, if_none_match)
+    return job_response(services, tenant_id, job_id, stored, if_none_match)
 
 
 def public_seq(stored: StoredJobFields) -> int:
@@ -52,7 +56,11 @@ _HEAD, _PUBLIC = F_HEAD.encode(), F_PUBLIC.encode()
 
 
 def job_response(
-    services: Services, job_id: str, stored: StoredJobFields, if_none_match: str | None
+    services: Services,
+    tenant_id: str,
+    job_id: str,
+    stored: StoredJobFields,
+    if_none_match: str | None,
 ) -> Response:
     bucket_seconds = services.presign_bucket_seconds
     bucket_start = int(time.time()) // bucket_seconds * bucket_seconds
@@ -64,21 +72,40 @@ def job_response(
         return Response(status_code=304, headers=headers)
     presigner = services.presigner
     cache_key = body_key(job_id, fields, bucket_start, presigner.credentials())
-    body = services.bodies.get(cache_key)
+    body = services.bodies.get(cache_key, bucket_start)
     if body is None:
         signed_at = datetime.fromtimestamp(bucket_start, UTC)
         expires_in = services.presign_ttl_seconds + bucket_seconds
         observe = services.metrics.presign_seconds.observe
 
-        def sign(bucket: str, key: str) -> str:
+        def sign(bucket: str, key: str) -> str | None:
+            refusal = services.storage.refusal(tenant_id, bucket, key)
+            if refusal is not None:
+                refuse_artifact(services, tenant_id, job_id, bucket, key, refusal)
+                return None
             started = time.perf_counter()
             url = presigner.presign_get(bucket, key, expires_in, signed_at)
             observe(time.perf_counter() - started)
             return url
 
         body = render_job(job_id, fields, sign)
-        services.bodies[cache_key] = body
+        services.bodies.put(cache_key, body)
     return Response(body, media_type=JSON, headers=headers)
+
+
+def refuse_artifact(
+    services: Services, tenant_id: str, job_id: str, bucket: str, key: str, refusal: str
+) -> None:
+    """A stored reference outside the storage rules (projected before a rule changed): it is
+    left out of the response, never signed."""
+    services.metrics.refused_artifacts.inc()
+    log.error(
+        "artifact not signed: %s (bucket %r, key %r)",
+        refusal,
+        bucket,
+        key,
+        extra={"tenant": tenant_id, "job": job_id},
+    )
 
 
 def _matches(if_none_match: str, etag: str) -> bool:

@@ -20,6 +20,8 @@ from contracts.redis_client import AnyRedis, connect_redis
 
 # A request must not hang on a frozen or unreachable Redis: it gets a 503 within ~2 s.
 REDIS_TIMEOUT_SECONDS = 1.0
+# Connections per server (on a cluster, per node).
+POOL_CONNECTIONS = 256
 # What a request may meet when Redis is away: a server's errors, and a cluster client's
 # "no node reachable" (RedisClusterException is no RedisError).
 UNAVAILABLE_ERRORS = (RedisError, RedisClusterException)
@@ -31,8 +33,7 @@ def read_options() -> dict[str, Any]:
         "socket_connect_timeout": REDIS_TIMEOUT_SECONDS,
         # One retry covers a pooled connection that went stale when Redis restarted.
         "retry": Retry(NoBackoff(), 1),
-        # Per server; on a cluster, per node.
-        "max_connections": 256,
+        "max_connections": POOL_CONNECTIONS,
     }
 
 

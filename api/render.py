@@ -13,7 +13,7 @@ import zlib
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from cachetools import LRUCache
+from cachetools import FIFOCache
 
 from contracts.job_state import (
     F_HEAD,
@@ -25,18 +25,42 @@ from contracts.job_state import (
     utc_text,
 )
 
-SignUrl = Callable[[str, str], str]  # (bucket, key) -> presigned GET URL
+# (bucket, key) -> presigned GET URL, or None for a reference the api refuses to sign.
+SignUrl = Callable[[str, str], str | None]
 
 _HEAD, _ORIGIN, _PUBLIC = F_HEAD.encode(), F_ORIGIN.encode(), F_PUBLIC.encode()
-BODY_CACHE_ENTRIES = 4096
+# What a cached body costs beside its bytes: its key (the stored groups, shared with Redis's
+# reply but kept alive by the cache) and the cache's own entry, roughly.
+ENTRY_OVERHEAD_BYTES = 512
 
 
-def body_cache(entries: int = BODY_CACHE_ENTRIES) -> LRUCache[Hashable, bytes]:
+class BodyCache:
     """Rendered bodies keyed by everything a body depends on - the job's stored groups, the
     presign time bucket and the signing credentials (`body_key`) - so a hit is always the
     body a render would give. Pollers re-read unchanged jobs; this spares them the JSON and
-    the HMACs. Bounded: the least recently used body goes first."""
-    return LRUCache(maxsize=entries)
+    the HMACs. Bounded in bytes (the oldest body goes first); the bodies of a time bucket are
+    dropped when the next bucket starts, as no read can hit them again."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self._bodies: FIFOCache[Hashable, bytes] = FIFOCache(
+            maxsize=max_bytes, getsizeof=lambda body: len(body) + ENTRY_OVERHEAD_BYTES
+        )
+        self._bucket: int | None = None
+
+    def get(self, key: Hashable, bucket: int) -> bytes | None:
+        if bucket != self._bucket:
+            self._bodies.clear()
+            self._bucket = bucket
+            return None
+        return self._bodies.get(key)
+
+    def put(self, key: Hashable, body: bytes) -> None:
+        if len(body) + ENTRY_OVERHEAD_BYTES <= self._bodies.maxsize:
+            self._bodies[key] = body
+
+    @property
+    def size_bytes(self) -> float:
+        return self._bodies.currsize
 
 
 def body_key(job_id: str, fields: dict[bytes, bytes], *context: Hashable) -> Hashable:
@@ -58,15 +82,20 @@ def is_complete(fields: dict[bytes, bytes]) -> bool:
 
 
 def _artifacts(stored: list[dict[str, Any]], sign: SignUrl) -> list[dict[str, Any]]:
-    return [
-        {
-            "image_url": sign(a["bucket"], a["key"]),
-            "kind": a["kind"],
-            "role": a["role"],
-            "metadata": a["metadata"],
-        }
-        for a in stored
-    ]
+    """The returned artifacts: a URL for each stored reference, none for a refused one."""
+    returned = []
+    for artifact in stored:
+        url = sign(artifact["bucket"], artifact["key"])
+        if url is not None:
+            returned.append(
+                {
+                    "image_url": url,
+                    "kind": artifact["kind"],
+                    "role": artifact["role"],
+                    "metadata": artifact["metadata"],
+                }
+            )
+    return returned
 
 
 def render_job(job_id: str, fields: dict[bytes, bytes], sign: SignUrl) -> bytes:

@@ -246,6 +246,7 @@ async def _profile(env: dict[str, str], requests: int) -> dict[str, float]:
         s3_endpoint_url=env["S3_ENDPOINT_URL"],
         aws_region="us-east-1",
         jwt_secret=SECRET,  # type: ignore[arg-type]  # pydantic makes it a SecretStr
+        artifact_buckets=env["ARTIFACT_BUCKETS"],
     )
     app = create_app(settings)
     authorization = f"Bearer {bearer_token()}"
@@ -262,7 +263,7 @@ async def _profile(env: dict[str, str], requests: int) -> dict[str, float]:
 
         started = clock()
         for _ in range(requests):
-            services.verifier.tenant_of(authorization)
+            await services.verifier.tenant_of(authorization)
         verify = (clock() - started) / requests * 1e6
 
         started = clock()
@@ -329,7 +330,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         with stopped_on_exit([]) as servers:
             bucket = "bench-renders"
             store_job(stack.redis_url, bucket)
-            env = stack.env() | {"JWT_SECRET": SECRET, "AWS_REGION": "us-east-1"}
+            env = stack.env() | {
+                "JWT_SECRET": SECRET,
+                "AWS_REGION": "us-east-1",
+                "ARTIFACT_BUCKETS": bucket,
+            }
             api = start_api(env, workdir)
             servers.append(api)
             auth = {"Authorization": f"Bearer {bearer_token()}"}

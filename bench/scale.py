@@ -44,8 +44,9 @@ from bench.common import (
     produce_fast,
     write_result,
 )
+from contracts.kafka import KafkaConnection
 from devstack import create_topics, start_stack
-from devstack.data import ulid
+from devstack.data import STORAGE, ulid
 from devstack.processes import LocalProcess
 from devstack.services import start_projector
 from projector.batch import prepare, tune_garbage_collector
@@ -130,7 +131,11 @@ async def drain(
                 process.resume()
         resumed = time.perf_counter()
         group = f"jobs-projector.{version}"
-        while sum((await group_committed(bootstrap, topic, group)).values()) < len(records):
+        while sum(
+            (
+                await group_committed(KafkaConnection(bootstrap_servers=bootstrap), topic, group)
+            ).values()
+        ) < len(records):
             if any(p.process.poll() is not None for p in processes):
                 raise RuntimeError("\n".join(p.log_tail() for p in processes))
             await asyncio.sleep(0.05)
@@ -204,7 +209,7 @@ async def batch_cost(
         records = batch_records(events, jobs, only)
         with projector_gc():
             started = time.perf_counter()
-            batch = prepare(records)
+            batch = prepare(records, STORAGE)
             middle = time.perf_counter()
             await store.merge_packed(batch.jobs, batch.packed)
             ended = time.perf_counter()

@@ -92,7 +92,7 @@ class JobResponse(BaseModel):
     )
 
 
-ErrorCode = Literal["UNAUTHENTICATED", "JOB_NOT_FOUND", "UNAVAILABLE"]
+ErrorCode = Literal["UNAUTHENTICATED", "JOB_NOT_FOUND", "UNAVAILABLE", "TOO_MANY_REQUESTS"]
 
 
 class ErrorDetail(BaseModel):
@@ -103,7 +103,7 @@ class ErrorDetail(BaseModel):
 
 
 class ErrorBody(BaseModel):
-    """The body of every 401, 404 and 503: `{"detail": {"code": ..., "message": ...}}`."""
+    """The body of every 401, 404, 429 and 503: `{"detail": {"code": ..., "message": ...}}`."""
 
     model_config = ConfigDict(frozen=True)
 

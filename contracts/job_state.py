@@ -88,8 +88,27 @@ Delta = tuple[str, str, str]
 # --- keys ------------------------------------------------------------------------------------
 
 ACTIVE_VERSION_KEY = "projection:active"
-PREVIOUS_VERSION_KEY = "projection:previous"
+# The version `rollback` returns to. The hash tag puts it in the active key's cluster slot, so
+# that one server-side call switches both at once.
+PREVIOUS_VERSION_KEY = "{projection:active}:previous"
 DEFAULT_VERSION = "v1"
+# What the replay tools know of a version (a hash: partial, built_at, verified...).
+VERSION_META_PREFIX = "projection:meta:"
+# A running projector's heartbeat: `projection:projector:<version>:<instance>`, short-lived.
+PROJECTOR_KEY_PREFIX = "projection:projector:"
+
+
+def version_meta_key(version: str) -> str:
+    return f"{VERSION_META_PREFIX}{version}"
+
+
+def projector_key(version: str, instance: str) -> str:
+    return f"{PROJECTOR_KEY_PREFIX}{version}:{instance}"
+
+
+def version_of_projector_key(key: bytes | str) -> str:
+    text = key.decode() if isinstance(key, bytes) else key
+    return text.removeprefix(PROJECTOR_KEY_PREFIX).split(":", 1)[0]
 
 
 def job_key(version: str, tenant_id: str, job_id: str) -> str:

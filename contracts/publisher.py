@@ -15,6 +15,7 @@ from typing import Any, Self
 from aiokafka import AIOKafkaProducer
 
 from contracts.events import JobEvent
+from contracts.kafka import KafkaSecurity
 
 DEFAULT_TOPIC = "jobs.events"
 
@@ -36,6 +37,7 @@ def event_headers(event: JobEvent, traceparent: str | None = None) -> list[tuple
 class JobEventPublisher:
     """Publishes `JobEvent`s to the events topic.
 
+    `security` says how to reach the brokers (TLS, SASL: `contracts.kafka.KafkaSecurity`).
     `idempotent` turns on the producer's idempotence (exactly one copy per send even across
     retries). Keep it on against Apache Kafka; turn it off for brokers without support for
     it (Tansu, used in the local stack). Duplicates are harmless either way: the projection
@@ -48,6 +50,7 @@ class JobEventPublisher:
         topic: str = DEFAULT_TOPIC,
         *,
         idempotent: bool = True,
+        security: KafkaSecurity | None = None,
         **producer_options: Any,
     ) -> None:
         self.topic = topic
@@ -55,6 +58,7 @@ class JobEventPublisher:
             bootstrap_servers=bootstrap_servers,
             enable_idempotence=idempotent,
             acks="all",
+            **(security or KafkaSecurity()).client_options(),
             **producer_options,
         )
 

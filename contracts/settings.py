@@ -1,6 +1,7 @@
 """Setting types shared by the processes (CONTRACT §4), and one-line configuration errors.
 
-Pydantic only: each process declares its own `BaseSettings` from these types, and
+Pydantic only: each process declares its own `BaseSettings` from these types (and
+`StorageSettings`, which both share), and
 `load_or_exit` turns a bad value into one line naming the setting instead of a traceback.
 """
 
@@ -8,10 +9,22 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, ValidationError
+from pydantic import (
+    AfterValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from contracts.kafka import KafkaConnection, KafkaSecurity, SaslMechanism, SecurityProtocol
+from contracts.storage import StorageRules
 
 T = TypeVar("T")
 
@@ -80,3 +93,62 @@ def load_or_exit(factory: Callable[[], T]) -> T:
             message = error["msg"].removeprefix("Value error, ")
             lines.append(f"{name}: {message}" if name else message)
         config_error("; ".join(lines))
+
+
+class StorageSettings(BaseSettings):
+    """`ARTIFACT_BUCKETS` and `ARTIFACT_KEY_PREFIX` (CONTRACT §1, §4): what events may name and
+    the api may sign, the same for both processes."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    artifact_buckets: str = Field(min_length=1, description="comma-separated bucket names")
+    artifact_key_prefix: str | None = None
+
+    @field_validator("artifact_buckets")
+    @classmethod
+    def _buckets(cls, value: str) -> str:
+        StorageRules.of(value.split(","))
+        return value
+
+    @field_validator("artifact_key_prefix")
+    @classmethod
+    def _prefix(cls, value: str | None) -> str | None:
+        StorageRules.of(["any"], value or None)
+        return value
+
+    @property
+    def storage_rules(self) -> StorageRules:
+        return StorageRules.of(self.artifact_buckets.split(","), self.artifact_key_prefix or None)
+
+
+class KafkaSettings(BaseSettings):
+    """The brokers and how to reach them (CONTRACT §4), for every Kafka client of a process."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    kafka_bootstrap_servers: BootstrapServers = "localhost:9092"
+    kafka_security_protocol: SecurityProtocol = "PLAINTEXT"
+    kafka_sasl_mechanism: SaslMechanism | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+
+    @model_validator(mode="after")
+    def _security(self) -> KafkaSettings:
+        self.kafka  # noqa: B018 - raises a one-line error for an incomplete combination
+        return self
+
+    @property
+    def kafka(self) -> KafkaConnection:
+        security = KafkaSecurity(
+            protocol=self.kafka_security_protocol,
+            sasl_mechanism=self.kafka_sasl_mechanism,
+            sasl_username=self.kafka_sasl_username,
+            sasl_password=self.kafka_sasl_password,
+            ssl_cafile=self.kafka_ssl_cafile,
+            ssl_certfile=self.kafka_ssl_certfile,
+            ssl_keyfile=self.kafka_ssl_keyfile,
+        )
+        return KafkaConnection(bootstrap_servers=self.kafka_bootstrap_servers, security=security)

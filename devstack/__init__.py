@@ -20,6 +20,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from devstack import containers, processes
+from devstack.data import BUCKETS
 from devstack.processes import LocalProcess
 
 if TYPE_CHECKING:
@@ -61,6 +62,7 @@ class Stack:
             "AWS_ACCESS_KEY_ID": access_key,
             "AWS_SECRET_ACCESS_KEY": secret_key,
             "AWS_REGION": os.environ.get("AWS_REGION", "us-east-1"),
+            "ARTIFACT_BUCKETS": ",".join(BUCKETS),
         }
 
 

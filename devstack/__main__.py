@@ -27,6 +27,7 @@ from devstack.services import start_api, start_projector
 
 TOPIC = "jobs.events"
 BUCKET = "renders"
+KEY_PREFIX = "tenants/{tenant_id}/"  # what the README recommends
 TENANT = "demo"
 DEV_SECRET = "local-dev-secret-not-for-production"  # noqa: S105 - the local stack's own
 
@@ -47,7 +48,7 @@ def demo_events() -> list[JobEvent]:
                 artifacts = [
                     {
                         "bucket": BUCKET,
-                        "key": f"{job_id}/look {i}.png",
+                        "key": f"tenants/{TENANT}/{job_id}/look {i}.png",
                         "kind": "on_model_render",
                         "role": "final",
                         "metadata": {"width": 2048, "height": 3072},
@@ -120,7 +121,12 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         asyncio.run(prepare(stack))
-        env = stack.env() | {"KAFKA_TOPIC": TOPIC, "JWT_SECRET": DEV_SECRET}
+        env = stack.env() | {
+            "KAFKA_TOPIC": TOPIC,
+            "JWT_SECRET": DEV_SECRET,
+            "ARTIFACT_BUCKETS": BUCKET,
+            "ARTIFACT_KEY_PREFIX": KEY_PREFIX,
+        }
         projector_port = 8001 if _port_free(8001) else free_port()
         ours.append(start_projector(env | {"PROJECTOR_HTTP_PORT": str(projector_port)}, workdir))
         port = 8000 if _port_free(8000) else free_port()

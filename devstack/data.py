@@ -9,8 +9,12 @@ from typing import Any
 from ulid import ULID
 
 from contracts.events import JobEvent
+from contracts.storage import StorageRules
 
 BASE_TIME = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+# The buckets the made-up events name: the storage rules of the stack (`Stack.env()`).
+BUCKETS = ("renders", "test-renders")
+STORAGE = StorageRules.of(BUCKETS)
 # Every id made here shares the first 10 characters (a millisecond of 2024) with this one.
 _BASE_ULID = int(ULID.from_str("01JDQ8Z3M40000000000000000"))
 _counter = itertools.count(1)

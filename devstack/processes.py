@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -118,9 +119,11 @@ def start_tansu(
     storage_engine: str = "memory://tansu/",
     port: int | None = None,
     env: dict[str, str] | None = None,
+    advertised_port: int | None = None,
 ) -> LocalProcess:
     """A Tansu broker; `s3://bucket/` storage keeps the log across restarts (on the same
-    `port`), with the S3 endpoint and credentials in `env` (AWS_ENDPOINT, AWS_ALLOW_HTTP...)."""
+    `port`), with the S3 endpoint and credentials in `env` (AWS_ENDPOINT, AWS_ALLOW_HTTP...).
+    `advertised_port`: the port clients are told to use (a proxy's in front of it)."""
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
     argv = [
@@ -129,7 +132,7 @@ def start_tansu(
         "--listener-url",
         url,
         "--advertised-listener-url",
-        url,
+        f"tcp://127.0.0.1:{advertised_port or port}",
         "--storage-engine",
         storage_engine,
     ]
@@ -168,13 +171,20 @@ def _redis_argv(port: int, data: Path, durable: bool = False) -> list[str]:
     ]
 
 
-def start_redis(workdir: Path, port: int | None = None, durable: bool = False) -> LocalProcess:
+def start_redis(
+    workdir: Path,
+    port: int | None = None,
+    durable: bool = False,
+    extra: Sequence[str] = (),
+) -> LocalProcess:
     """A redis-server; started again with the same `workdir` and `port` (and `durable`), it
-    finds its data where it left it."""
+    finds its data where it left it. `extra` arguments come last and win (e.g. `--port 0
+    --tls-port <port> ...` for a server that speaks TLS only, on `port`)."""
     port = port or free_port()
     data = workdir / f"redis-{port}"
     data.mkdir(parents=True, exist_ok=True)
-    return _spawn(f"redis-{port}", _redis_argv(port, data, durable), port, workdir, timeout=15)
+    argv = [*_redis_argv(port, data, durable), *extra]
+    return _spawn(f"redis-{port}", argv, port, workdir, timeout=15)
 
 
 @dataclass

@@ -24,9 +24,11 @@ from faststream.kafka.message import FakeConsumer
 
 from contracts.redis_client import AnyRedis
 from projector.dead_letter import KafkaDeadLetters
+from projector.heartbeat import Heartbeat
 from projector.http import health_routes
 from projector.intake import Record
 from projector.kafka.lenient import consume_leniently
+from projector.kafka.security import faststream_security
 from projector.metrics import ProjectorMetrics, consumer_of
 from projector.pipeline import Backoff, Pipeline
 from projector.redis_client import connect_redis
@@ -40,13 +42,19 @@ class _Late:
     """Filled in by the lifespan: the handler is registered before resources exist."""
 
     pipeline: Pipeline | None = None
+    heartbeat: Heartbeat | None = None
     redis: AnyRedis | None = None
 
 
 def create_app(
     settings: ProjectorSettings, metrics: ProjectorMetrics | None = None
 ) -> AsgiFastStream:
-    broker = KafkaBroker(settings.kafka_bootstrap_servers, logger=log, log_level=logging.DEBUG)
+    broker = KafkaBroker(
+        settings.kafka_bootstrap_servers,
+        security=faststream_security(settings.kafka.security),
+        logger=log,
+        log_level=logging.DEBUG,
+    )
     consume_leniently(broker)  # records aiokafka cannot decode become poison, not a stall
     late = _Late()
     metrics = metrics or ProjectorMetrics()
@@ -75,20 +83,28 @@ def create_app(
     async def lifespan() -> AsyncIterator[None]:
         redis = late.redis = await connect_redis(settings.redis_url)
         producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap_servers,
+            **settings.kafka.client_options(),
             enable_idempotence=settings.kafka_idempotent_producer,
             acks="all",
         )
         try:
             await load_functions(redis)
             await producer.start()
-            store = ProjectionStore(redis, settings.projection_version)
-            late.pipeline = Pipeline(
+            heartbeat = late.heartbeat = Heartbeat(
+                redis, settings.projection_version, settings.group_id
+            )
+            heartbeat.start()
+            store = ProjectionStore(redis, settings.projection_version, settings.redis_min_replicas)
+            pipeline = late.pipeline = Pipeline(
+                settings.storage_rules,
                 store.merge_packed,
                 KafkaDeadLetters(producer, settings.dlq_topic),
                 Backoff(cap=settings.retry_backoff_max_seconds),
                 metrics,
+                settings.job_retention_seconds,
             )
+            metrics.retrying_batches.set_function(lambda: pipeline.retrying_batches)
+            metrics.paused_partitions.set_function(lambda: len(pipeline.dead_letters.waiting))
             log.info(
                 "projecting %s into version %s (group %s)",
                 settings.kafka_topic,
@@ -99,21 +115,37 @@ def create_app(
         finally:
             if late.pipeline is not None:
                 await late.pipeline.close()
+            if late.heartbeat is not None:
+                await late.heartbeat.stop()
             await producer.stop()
             await redis.aclose()
 
-    async def redis_answers() -> bool:
-        return late.redis is not None and bool(await late.redis.ping())
+    async def redis_answers() -> str | None:
+        answered = late.redis is not None and bool(await late.redis.ping())
+        return None if answered else "Redis does not answer"
 
-    async def broker_answers() -> bool:
-        return bool(await broker.ping(timeout=1.0))
+    async def broker_answers() -> str | None:
+        return None if await broker.ping(timeout=1.0) else "no Kafka broker answers"
 
-    async def partitions_assigned() -> bool:
-        consumer = consumer_of(subscriber)
-        return consumer is not None and bool(consumer.assignment())
+    async def writes_go_through() -> str | None:
+        return None if late.pipeline is None else late.pipeline.retrying
+
+    async def dead_letters_written() -> str | None:
+        waiting = late.pipeline.dead_letters.waiting if late.pipeline else {}
+        if not waiting:
+            return None
+        return "; ".join(
+            f"partition {tp.partition} waits: its dead letter cannot be written ({reason})"
+            for tp, reason in sorted(waiting.items())
+        )
 
     routes = health_routes(
-        {"broker": broker_answers, "redis": redis_answers, "assignment": partitions_assigned},
+        {
+            "broker": broker_answers,
+            "redis": redis_answers,
+            "writes": writes_go_through,
+            "dead_letters": dead_letters_written,
+        },
         metrics,
         lambda: consumer_of(subscriber),
     )

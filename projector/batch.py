@@ -15,6 +15,7 @@ from datetime import datetime
 
 from aiokafka import TopicPartition
 
+from contracts.storage import StorageRules
 from projector.fold import BatchFold, JobRef
 from projector.intake import Poison, Record, parse
 
@@ -35,37 +36,46 @@ class PreparedBatch:
     # Events per job index, for the jobs seen more than once (BatchFold.events_per_job).
     events_per_job: dict[int, int] = field(default_factory=dict)
     occurred_at: list[datetime] = field(default_factory=list)  # a sample, for the latency
+    # Per job, when its key expires (JOB_RETENTION_SECONDS; `BatchFold.expire_at`).
+    expire_at: list[str] | None = None
 
 
-def prepare(records: Sequence[Record]) -> PreparedBatch:
+def prepare(
+    records: Sequence[Record], storage: StorageRules, retention_seconds: int | None = None
+) -> PreparedBatch:
     """Parse every record once and fold the events per job. Never fails on bad input."""
     fold, dead = BatchFold(), list[tuple[Record, Poison]]()
-    _fold_records(records, fold, dead)
-    return _prepared(records, dead, fold, fold.packed()[1])
+    _fold_records(records, storage, fold, dead)
+    return _prepared(records, dead, fold, fold.packed()[1], retention_seconds)
 
 
-async def prepare_cooperatively(records: Sequence[Record]) -> PreparedBatch:
+async def prepare_cooperatively(
+    records: Sequence[Record], storage: StorageRules, retention_seconds: int | None = None
+) -> PreparedBatch:
     """`prepare`, yielding to the event loop between slices of the work: the previous batch's
     write (sending it, reading Redis's replies, committing) then progresses while this one is
     prepared, instead of waiting unsent whenever the next batch comes from the consumer's
     buffer without a suspension."""
     fold, dead = BatchFold(), list[tuple[Record, Poison]]()
     for start in range(0, len(records), RECORDS_PER_SLICE):
-        _fold_records(records[start : start + RECORDS_PER_SLICE], fold, dead)
+        _fold_records(records[start : start + RECORDS_PER_SLICE], storage, fold, dead)
         await asyncio.sleep(0)
     packed: list[str] = []
     for part in fold.packed_slices(RECORDS_PER_SLICE):
         packed.extend(part)
         await asyncio.sleep(0)
-    return _prepared(records, dead, fold, packed)
+    return _prepared(records, dead, fold, packed, retention_seconds)
 
 
 def _fold_records(
-    records: Sequence[Record], fold: BatchFold, dead: list[tuple[Record, Poison]]
+    records: Sequence[Record],
+    storage: StorageRules,
+    fold: BatchFold,
+    dead: list[tuple[Record, Poison]],
 ) -> None:
     add = fold.add
     for record in records:
-        parsed = parse(record)
+        parsed = parse(record, storage)
         if isinstance(parsed, Poison):
             dead.append((record, parsed))
         else:
@@ -77,6 +87,7 @@ def _prepared(
     dead: list[tuple[Record, Poison]],
     fold: BatchFold,
     packed: list[str],
+    retention_seconds: int | None,
 ) -> PreparedBatch:
     return PreparedBatch(
         records,
@@ -85,6 +96,7 @@ def _prepared(
         packed,
         fold.events_per_job(),
         fold.occurred_at_sample(LATENCY_SAMPLE),
+        None if retention_seconds is None else fold.expire_at(retention_seconds),
     )
 
 

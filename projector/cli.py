@@ -8,9 +8,9 @@ import logging
 import sys
 
 from contracts.logs import configure_logging
-from contracts.settings import load_or_exit
+from contracts.settings import config_error, load_or_exit
 from projector.batch import tune_garbage_collector
-from projector.preflight import check_or_exit, listen_or_exit
+from projector.preflight import check_or_exit, listen_or_exit, projector_problems
 from projector.replay import cli as replay_cli
 from projector.settings import ProjectorSettings
 
@@ -37,7 +37,9 @@ async def run(settings: ProjectorSettings) -> None:
 
     from projector.app import create_app
 
-    await check_or_exit(settings.kafka_bootstrap_servers, settings.redis_url)
+    await check_or_exit(settings.kafka, settings.redis_url)
+    if problems := await projector_problems(settings):
+        config_error("; ".join(problems))
     listening = listen_or_exit(settings.projector_http_host, settings.projector_http_port)
     app = create_app(settings)
     tune_garbage_collector()

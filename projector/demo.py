@@ -28,6 +28,7 @@ from ulid import ULID
 
 from contracts.events import JobEvent
 from contracts.publisher import JobEventPublisher
+from contracts.settings import KafkaSettings, load_or_exit
 
 STEPS = ("created", "queued", "stage", "stage", "stage")
 TICK_SECONDS = 0.1
@@ -71,7 +72,7 @@ class DemoJob:
             "artifacts": [
                 {
                     "bucket": BUCKET,
-                    "key": f"{self.tenant}/{self.job_id}/look-{i}.png",
+                    "key": f"tenants/{self.tenant}/{self.job_id}/look-{i}.png",
                     "kind": "on_model_render",
                     "role": "final",
                     "metadata": {"width": 2048, "height": 3072},
@@ -112,6 +113,11 @@ class Traffic:
         return events
 
 
+class DemoSettings(KafkaSettings):
+    kafka_topic: str = "jobs.events"
+    kafka_idempotent_producer: bool = False
+
+
 def bearer_token(tenant: str, secret: str, hours: int = 24) -> str:
     import jwt
 
@@ -125,13 +131,17 @@ async def produce(args: argparse.Namespace) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):  # PID 1 in a container ignores SIGTERM else
         loop.add_signal_handler(signum, stop.set)
     traffic = Traffic(args.tenant, args.jobs, args.duplicate_ratio)
-    idempotent = os.environ.get("KAFKA_IDEMPOTENT_PRODUCER", "false").lower() in {"1", "true"}
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092")
-    topic = os.environ.get("KAFKA_TOPIC", "jobs.events")
+    settings = load_or_exit(DemoSettings)
+    kafka, topic = settings.kafka, settings.kafka_topic
     sent, owed, announced = 0, 0.0, False
     started = next_report = loop.time()
-    async with JobEventPublisher(bootstrap, topic, idempotent=idempotent) as publisher:
-        log.info("publishing %s events/s to %s on %s", args.rate, topic, bootstrap)
+    async with JobEventPublisher(
+        kafka.bootstrap_servers,
+        topic,
+        idempotent=settings.kafka_idempotent_producer,
+        security=kafka.security,
+    ) as publisher:
+        log.info("publishing %s events/s to %s on %s", args.rate, topic, kafka.bootstrap_servers)
         while not stop.is_set() and (args.seconds == 0 or loop.time() - started < args.seconds):
             tick = loop.time()
             owed += args.rate * TICK_SECONDS

@@ -2,7 +2,10 @@
 
 Pure: no I/O. This is the definition every other path is held to:
 - `state_of(event)` is the singleton state of one event;
-- `merge(a, b)` keeps, per group, the side that ranks higher (`head_rank`, `origin_rank`);
+- `merge(a, b)` keeps, per group, the side that ranks higher (`head_rank`, `origin_rank`):
+  the later event for the head and the public group, the earlier one for the origin, and
+  between two different events with the same (seq, event_id) - twins, a contract breach -
+  the one whose stored group is greater, so that no delivery order changes the result;
 - `fold(events)` merges singletons. `merge` is associative, commutative and idempotent, so
   delivery order and duplicates cannot change a projection.
 
@@ -38,18 +41,22 @@ from contracts.job_state import (
 from projector.event_fields import EventFields, fields_of
 
 JobRef = tuple[str, str]  # (tenant_id, job_id): the same job id under two tenants is two jobs
-Rank = tuple[int, str]
+FINAL_KINDS = frozenset({"succeeded", "failed"})
+Rank = tuple[Any, ...]
 G = TypeVar("G", Head, Origin, Public)
 
 
-def head_rank(seq: int, event_id: str) -> Rank:
-    """Head and public: the greatest (seq, event_id) wins."""
-    return (seq, event_id)
+def head_rank(group: Head | Public) -> Rank:
+    """Head and public: the greatest (seq, event_id) wins; between twins, the greater rest of
+    the group (for the head: the status, then the manifest)."""
+    return tuple(group)
 
 
-def origin_rank(seq: int, event_id: str) -> Rank:
-    """Origin: the least seq wins; among equal seqs, the greater event_id (CONTRACT §2)."""
-    return (-seq, event_id)
+def origin_rank(group: Origin) -> Rank:
+    """Origin: the least seq wins; among equal seqs, the greater event_id (CONTRACT §2), then
+    between twins the greater rest (the job type, then the creation time)."""
+    seq, event_id, job_type, created_at = group
+    return (-seq, event_id, job_type, created_at)
 
 
 # Serialisers typed once: pydantic-core then need not work out each value's type. The output
@@ -115,7 +122,7 @@ def state_of(event: EventFields | JobEvent) -> JobState:
 def _winner(a: G | None, b: G | None, rank: Any) -> G | None:
     if a is None or b is None:
         return a if b is None else b
-    return a if rank(a.seq, a.event_id) >= rank(b.seq, b.event_id) else b
+    return a if rank(a) >= rank(b) else b
 
 
 def merge(a: JobState, b: JobState) -> JobState:
@@ -136,8 +143,18 @@ def fold(events: Iterable[EventFields | JobEvent], start: JobState | None = None
 # --- the same fold over a batch, encoding only the winners ----------------------------------
 
 
-def _ranks_above(event: EventFields, other: EventFields, rank: Any) -> bool:
-    return bool(rank(event["seq"], event["event_id"]) > rank(other["seq"], other["event_id"]))
+def _ranks_above(
+    event: EventFields, other: EventFields, least_seq_wins: bool, group_of: Any, rank: Any
+) -> bool:
+    """Whether `event`'s group ranks above `other`'s, as `rank(group_of(...))` says: the
+    leading (seq, event_id) of the rank is read off the events, and only twins - the same
+    (seq, event_id), different events - have their groups encoded and ranked."""
+    seq, other_seq = event["seq"], other["seq"]
+    if seq != other_seq:
+        return seq < other_seq if least_seq_wins else seq > other_seq
+    if event["event_id"] != other["event_id"]:
+        return event["event_id"] > other["event_id"]
+    return event is not other and bool(rank(group_of(event)) > rank(group_of(other)))
 
 
 def packed_delta(head: EventFields, origin: EventFields, public: EventFields | None) -> Delta:
@@ -171,11 +188,14 @@ class _Winners:
 
     def add(self, event: EventFields) -> None:
         self.events += 1
-        if _ranks_above(event, self.head, head_rank):
+        if _ranks_above(event, self.head, False, head_of, head_rank):
             self.head = event
-        if _ranks_above(event, self.origin, origin_rank):
+        if _ranks_above(event, self.origin, True, origin_of, origin_rank):
             self.origin = event
-        if surfaces(event) and (self.public is None or _ranks_above(event, self.public, head_rank)):
+        public = self.public
+        if surfaces(event) and (
+            public is None or _ranks_above(event, public, False, public_of, head_rank)
+        ):
             self.public = event
 
     def packed(self) -> Delta:
@@ -238,6 +258,18 @@ class BatchFold:
         """The jobs and their deltas, as `pack_delta(fold(events))` per job, flat: three
         values per job, in the order of the jobs (as the merge takes them)."""
         return self.jobs(), _flat(self._jobs.values())
+
+    def expire_at(self, retention_seconds: int) -> list[str]:
+        """Per job, in the order of `jobs()`: the unix time its key expires at when its head
+        (the winning event) is final - `occurred_at` + the retention - else ''
+        (JOB_RETENTION_SECONDS; the merge applies it only when this head wins)."""
+        expiries = []
+        for seen in self._jobs.values():
+            head = seen.head if isinstance(seen, _Winners) else seen
+            final = head["kind"] in FINAL_KINDS
+            at = int(head["occurred_at"].timestamp()) + retention_seconds if final else None
+            expiries.append("" if at is None else str(at))
+        return expiries
 
     def packed_slices(self, size: int) -> Iterator[list[str]]:
         """`packed()[1]` in slices of `size` jobs, for a caller that yields between them."""

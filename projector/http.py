@@ -21,7 +21,8 @@ from projector.metrics import Assignment, ProjectorMetrics
 # A probe answers within this many seconds, whatever hangs.
 PROBE_TIMEOUT_SECONDS = 1.0
 
-Check = Callable[[], Awaitable[bool]]
+# A readiness check: None when it passes, else why not.
+Check = Callable[[], Awaitable[str | None]]
 
 
 def _json(status: int, body: dict[str, Any]) -> AsgiResponse:
@@ -40,11 +41,13 @@ def _route(answer: Callable[[], Awaitable[AsgiResponse]]) -> ASGIApp:
     return app
 
 
-async def _passes(check: Check) -> bool:
+async def _failure(check: Check) -> str | None:
     try:
         return await asyncio.wait_for(check(), PROBE_TIMEOUT_SECONDS)
-    except Exception:  # a probe reports; it never raises
-        return False
+    except TimeoutError:
+        return f"no answer within {PROBE_TIMEOUT_SECONDS:.0f} s"
+    except Exception as error:  # a probe reports; it never raises
+        return f"{type(error).__name__}: {error}".splitlines()[0][:300]
 
 
 def health_routes(
@@ -52,19 +55,26 @@ def health_routes(
     metrics: ProjectorMetrics,
     consumer: Callable[[], Assignment | None],
 ) -> list[tuple[str, ASGIApp]]:
-    """`checks` name what readiness needs (broker, redis, assignment); each runs with a
-    timeout and concurrently, and a failing one is named in the 503 body."""
+    """`checks` name what readiness needs (broker, redis, writes, dead letters); each runs with
+    a timeout and concurrently, and a failing one is named, with its reason, in the 503 body.
+    A ready projector with no partition assigned (more replicas than partitions) says it is
+    idle: it is ready to take partitions over, and must not block a rolling update."""
 
     async def healthz() -> AsgiResponse:
         return _json(200, {"status": "ok"})
 
     async def readyz() -> AsgiResponse:
         names = list(checks)
-        results = await asyncio.gather(*(_passes(checks[name]) for name in names))
-        failing = [name for name, passed in zip(names, results, strict=True) if not passed]
-        if failing:
-            return _json(503, {"status": "not ready", "failing": failing})
-        return _json(200, {"status": "ready"})
+        results = await asyncio.gather(*(_failure(checks[name]) for name in names))
+        reasons = {name: reason for name, reason in zip(names, results, strict=True) if reason}
+        if reasons:
+            body = {"status": "not ready", "failing": list(reasons), "reasons": reasons}
+            return _json(503, body)
+        assigned = consumer()
+        partitions = sorted(tp.partition for tp in assigned.assignment()) if assigned else []
+        if not partitions:
+            return _json(200, {"status": "ready", "idle": "no partition assigned"})
+        return _json(200, {"status": "ready", "partitions": partitions})
 
     async def scrape() -> AsgiResponse:
         await metrics.refresh_lag(consumer())

@@ -1,4 +1,4 @@
-"""The one entrance of a record: `parse(record)` gives its event's fields, or `Poison`.
+"""The one entrance of a record: `parse(record, storage)` gives its event's fields, or `Poison`.
 
 Every consumer of the topic - the live projector, `replay build`, `replay job` - parses here,
 so a record gets the same verdict and, when refused, the same reason everywhere (STYLE rule 2).
@@ -9,7 +9,8 @@ model) that gathers them in a typed dict instead of a model instance: the projec
 every record it consumes, and a dict is cheaper to build, to read in the fold and to free.
 It accepts and rejects the same bytes as the model (`tests/unit/test_hostile_values.py`
 holds both to every hostile value). A refused record is worded by the model itself, whose
-messages name the event rather than a dict.
+messages name the event rather than a dict. A valid event whose artifacts name storage the
+tenant may not use (`contracts.storage`) is poison too.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pydantic import ValidationError
 from pydantic_core import CoreSchema, SchemaValidator, core_schema
 
 from contracts.events import JobEvent
+from contracts.storage import StorageRules
 from projector.dead_letter import one_line
 from projector.event_fields import EventFields, fields_of
 from projector.kafka.records import UndecodableRecord
@@ -66,20 +68,30 @@ validate_fields = SchemaValidator(_fields_schema(JobEvent.__pydantic_core_schema
 _validate_model = JobEvent.__pydantic_validator__.validate_json
 
 
-def parse(record: Record) -> EventFields | Poison:
+def parse(record: Record, storage: StorageRules) -> EventFields | Poison:
     """The record's event as its fields, or why it is poison. Never raises."""
     value = record.value
-    if value is not None and type(record) is not UndecodableRecord:
-        try:
-            fields: EventFields = validate_fields(value)
-        except ValidationError:
-            pass
-        else:
-            return fields
-    return _refused(record)
+    if value is None or type(record) is UndecodableRecord:
+        return _refused(record, storage)
+    try:
+        fields: EventFields = validate_fields(value)
+    except ValidationError:
+        return _refused(record, storage)
+    if fields["artifacts"]:
+        return _outside_storage(fields, storage) or fields
+    return fields
 
 
-def _refused(record: Record) -> EventFields | Poison:
+def _outside_storage(event: EventFields, storage: StorageRules) -> Poison | None:
+    tenant = event["tenant_id"]
+    for index, artifact in enumerate(event["artifacts"]):
+        refusal = storage.refusal(tenant, artifact.bucket, artifact.key)
+        if refusal is not None:
+            return Poison(one_line(f"artifacts.{index}: {refusal}"))
+    return None
+
+
+def _refused(record: Record, storage: StorageRules) -> EventFields | Poison:
     if type(record) is UndecodableRecord:  # its headers broke the protocol, not its value
         return Poison(record.reason)
     if record.value is None:
@@ -88,7 +100,9 @@ def _refused(record: Record) -> EventFields | Poison:
         event: JobEvent = _validate_model(record.value)
     except ValidationError as error:
         return Poison(poison_reason(error))
-    return fields_of(event)  # the two validators agree (tested); this is a safety net
+    # The two validators agree (tested): this is a safety net.
+    fields = fields_of(event)
+    return _outside_storage(fields, storage) or fields
 
 
 def poison_reason(error: ValidationError) -> str:

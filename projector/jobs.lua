@@ -36,8 +36,9 @@ end
 
 -- The fold's ranks (projector/fold.py head_rank, origin_rank): the head and the public group
 -- go to the greatest (seq, event_id), the origin to the least seq and, among equal seqs, the
--- greatest event_id. Seqs are at most 2^53-1, exact as Lua numbers. Returns whether the new
--- value (whose seq is `seq`) beats the stored one, and the stored seq.
+-- greatest event_id; between twins (the same seq and event_id, different content), to the
+-- greater value. Seqs are at most 2^53-1, exact as Lua numbers. Returns whether the new value
+-- (whose seq is `seq`) beats the stored one, and the stored seq.
 local function beats(new, seq, stored, least_seq_wins)
   if not stored then return true, nil end
   local stored_seq = seq_of(stored)
@@ -45,52 +46,79 @@ local function beats(new, seq, stored, least_seq_wins)
     if least_seq_wins then return seq < stored_seq, stored_seq end
     return seq > stored_seq, stored_seq
   end
-  return greater(id_of(new), id_of(stored)), stored_seq
+  local new_id, stored_id = id_of(new), id_of(stored)
+  if new_id ~= stored_id then return greater(new_id, stored_id), stored_seq end
+  return greater(new, stored), stored_seq
 end
 
--- KEYS: job hashes. ARGV: three values per job, in the order of KEYS: its head, origin and
--- public group values ('' for an absent group). Returns the number of groups written per job.
+-- Merges one job's delta (its head, origin and public group values, '' for an absent group)
+-- into its hash. Returns the number of groups written and whether the head was.
 -- A change of the head or public group is announced on the job's channel (its key) with the
 -- job's public seq (0 without one).
 -- Redis runs this for every job of every batch, on the core the projector does not use: it
 -- reads each stored group once, makes no strings it can avoid (the channel is the key itself)
 -- and takes an event id out of a value only when the seqs are equal.
+local function merge_one(key, head, origin, public)
+  local stored = call('HMGET', key, 'h', 'o', 'p')
+  local set, n, announce, head_written = {}, 0, false, false
+  if head ~= '' and beats(head, seq_of(head), stored[1], false) then
+    set[n + 1] = 'h'; set[n + 2] = head; n = n + 2
+    announce, head_written = true, true
+  end
+  if origin ~= '' and beats(origin, seq_of(origin), stored[2], true) then
+    set[n + 1] = 'o'; set[n + 2] = origin; n = n + 2
+  end
+  local public_seq = 0
+  if public ~= '' then
+    local seq = seq_of(public)
+    local wins, stored_seq = beats(public, seq, stored[3], false)
+    if wins then
+      set[n + 1] = 'p'; set[n + 2] = public; n = n + 2
+      announce = true
+      public_seq = seq
+    else
+      public_seq = stored_seq
+    end
+  elseif stored[3] then
+    public_seq = seq_of(stored[3])
+  end
+  if n > 0 then
+    call('HSET', key, unpack(set))
+    if announce then call('SPUBLISH', key, public_seq) end
+  end
+  return n / 2, head_written
+end
+
+-- KEYS: job hashes. ARGV: three values per job, in the order of KEYS (`merge_one`).
+-- Returns the number of groups written per job.
 local function job_merge(keys, args)
   if not call then bind() end
   local written = {}
   for i = 1, #keys do
-    local key, last = keys[i], 3 * i
-    local head, origin, public = args[last - 2], args[last - 1], args[last]
-    local stored = call('HMGET', key, 'h', 'o', 'p')
-    local set, n, announce = {}, 0, false
-    if head ~= '' and beats(head, seq_of(head), stored[1], false) then
-      set[n + 1] = 'h'; set[n + 2] = head; n = n + 2
-      announce = true
-    end
-    if origin ~= '' and beats(origin, seq_of(origin), stored[2], true) then
-      set[n + 1] = 'o'; set[n + 2] = origin; n = n + 2
-    end
-    local public_seq = 0
-    if public ~= '' then
-      local seq = seq_of(public)
-      local wins, stored_seq = beats(public, seq, stored[3], false)
-      if wins then
-        set[n + 1] = 'p'; set[n + 2] = public; n = n + 2
-        announce = true
-        public_seq = seq
+    local last = 3 * i
+    written[i] = merge_one(keys[i], args[last - 2], args[last - 1], args[last])
+  end
+  return written
+end
+
+-- `job_merge` with a fourth value per job, for JOB_RETENTION_SECONDS: the unix time its key
+-- expires at when the delta's head is a final status (SUCCEEDED, FAILED), '' otherwise. A
+-- head that wins sets the expiry (a time already past deletes the job: a rebuild follows the
+-- same rule as the live projector) or, when it is not final, clears it (the job runs again).
+local function job_merge_expiring(keys, args)
+  if not call then bind() end
+  local written = {}
+  for i = 1, #keys do
+    local key, last = keys[i], 4 * i
+    local groups, head_written = merge_one(key, args[last - 3], args[last - 2], args[last - 1])
+    if head_written then
+      if args[last] ~= '' then
+        call('EXPIREAT', key, args[last])
       else
-        public_seq = stored_seq
+        call('PERSIST', key)
       end
-    elseif stored[3] then
-      public_seq = seq_of(stored[3])
     end
-    if n == 0 then
-      written[i] = 0
-    else
-      call('HSET', key, unpack(set))
-      if announce then call('SPUBLISH', key, public_seq) end
-      written[i] = n / 2
-    end
+    written[i] = groups
   end
   return written
 end
@@ -128,7 +156,23 @@ local function job_replace_if_unchanged(keys, args)
   return 1
 end
 
+-- KEYS[1]: the active version's key, KEYS[2]: the previous version's key (one slot).
+-- ARGV[1]: the version to make active; ARGV[2]: the version the active key means when absent.
+-- Switches both at once and returns the version it replaced: a reader never sees the active
+-- version changed and the previous one not yet remembered.
+local function job_switch_version(keys, args)
+  if not call then bind() end
+  local replaced = call('GET', keys[1]) or args[2]
+  if replaced ~= args[1] then
+    call('SET', keys[1], args[1])
+    call('SET', keys[2], replaced)
+  end
+  return replaced
+end
+
 redis.register_function('job_merge' .. SUFFIX, job_merge)
+redis.register_function('job_merge_expiring' .. SUFFIX, job_merge_expiring)
+redis.register_function('job_switch_version' .. SUFFIX, job_switch_version)
 redis.register_function{
   function_name = 'job_digests' .. SUFFIX, callback = job_digests, flags = {'no-writes'}
 }

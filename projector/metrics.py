@@ -70,6 +70,21 @@ class ProjectorMetrics:
             ["partition"],
             registry=self.registry,
         )
+        self._dead_letter_failures = Counter(
+            "projector_dead_letter_failures",
+            "Dead letters the broker did not take; their partition waits and retries them.",
+            registry=self.registry,
+        )
+        self.paused_partitions = Gauge(
+            "projector_paused_partitions",
+            "Partitions waiting for a dead letter that cannot be written (the others go on).",
+            registry=self.registry,
+        )
+        self.retrying_batches = Gauge(
+            "projector_retrying_batches",
+            "Batches whose merge or commit failed and is being retried (Redis or Kafka away).",
+            registry=self.registry,
+        )
         register_build_info("projector", self.registry)
         self._committed: dict[TopicPartition, int] = {}
 
@@ -88,6 +103,9 @@ class ProjectorMetrics:
         for occurred_at in batch.occurred_at:
             observe(max(0.0, outcome.merged_at - occurred_at.timestamp()))
         self._committed.update(offsets)
+
+    def dead_letters_failed(self, count: int) -> None:
+        self._dead_letter_failures.inc(count)
 
     async def refresh_lag(self, consumer: Assignment | None) -> None:
         """Set the lag of every assigned partition; forget the partitions no longer ours."""

@@ -5,12 +5,13 @@ batch to `Pipeline.handle`; from there on the path is the same. The failure poli
 (STYLE rule 4):
 
 - a record that breaks the contract is a value, not an exception: it goes to the dead-letter
-  topic (original key, bytes and headers, the reason in a header) and the batch goes on;
+  topic (original key, bytes and headers, the reason in a header) and the batch goes on; when
+  the dead letter cannot be written, its partition alone waits (`projector.dead_letter_waits`);
 - a batch's offsets are committed only after its dead letters are acknowledged by the broker,
   every merge of it was confirmed by Redis, and the batch before it was committed: never past
-  an event that is not in Redis;
-- a failed write (Redis down or frozen, a dead letter not acknowledged) or a failed commit is
-  retried by the batch itself on a timer (capped exponential backoff with jitter), with or
+  an event that is not in Redis, nor past a poison record whose dead letter is not written;
+- a failed merge (Redis down or frozen) or a failed commit is retried by the batch itself on
+  a timer (capped exponential backoff with jitter), with or
   without further traffic. Two batches are in flight at most, so while one retries the
   consumer waits instead of fetching ahead;
 - a commit the group refuses (a rebalance gave the partition to another member, or the group
@@ -31,22 +32,35 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from aiokafka import TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
 
+from contracts.storage import StorageRules
 from projector.batch import PreparedBatch, first_offsets, next_offsets, prepare_cooperatively
-from projector.dead_letter import dead_letter_headers, one_line
+from projector.dead_letter import one_line
+from projector.dead_letter_waits import (
+    DeadLetterObserver,
+    DeadLetters,
+    DeadLetterSink,
+    PartitionControl,
+)
 from projector.fold import JobRef
-from projector.intake import Poison, Record
+from projector.intake import Record
 
 log = logging.getLogger("projector.pipeline")
 
 T = TypeVar("T")
-# (jobs, their deltas: three values per job) -> groups written per job; raises when Redis
-# did not confirm.
-Merge = Callable[[list[JobRef], list[str]], Awaitable[list[int]]]
+
+
+class Merge(Protocol):
+    """(jobs, their deltas: three values per job[, when each expires]) -> groups written per
+    job; raises when Redis did not confirm (`ProjectionStore.merge_packed`)."""
+
+    def __call__(self, jobs: list[JobRef], values: list[str], /) -> Awaitable[list[int]]: ...
+
+
 # Commits that are refused rather than failed: retrying cannot make them succeed.
 REFUSED_COMMITS = (CommitFailedError, IllegalStateError)
 # Batches written at once. A batch's dead letters and merges go out as soon as it is
@@ -55,18 +69,10 @@ REFUSED_COMMITS = (CommitFailedError, IllegalStateError)
 WRITES_IN_FLIGHT = 2
 
 
-class OffsetControl(Protocol):
+class OffsetControl(PartitionControl, Protocol):
     """The part of the Kafka consumer a batch needs."""
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None: ...
-
-    def seek(self, partition: TopicPartition, offset: int) -> None: ...
-
-
-class DeadLetterSink(Protocol):
-    async def send(
-        self, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
-    ) -> None: ...
 
 
 @dataclass
@@ -84,8 +90,8 @@ class BatchOutcome:
         return self.events - self.dead_lettered - self.duplicates
 
 
-class BatchObserver(Protocol):
-    """Told of every committed batch (the metrics)."""
+class BatchObserver(DeadLetterObserver, Protocol):
+    """Told of every committed batch and every dead letter that failed (the metrics)."""
 
     def batch_committed(
         self,
@@ -128,16 +134,31 @@ class Pipeline:
 
     def __init__(
         self,
+        storage: StorageRules,
         merge: Merge,
         dead_letters: DeadLetterSink,
         backoff: Backoff,
         observer: BatchObserver | None = None,
+        retention_seconds: int | None = None,
     ) -> None:
+        self._storage = storage
         self._merge = merge
-        self._dead_letters = dead_letters
+        self._retention = retention_seconds
+        self.dead_letters = DeadLetters(dead_letters, observer)
         self._backoff = backoff
         self._observer = observer
         self._in_flight: deque[_Write] = deque()
+        # What is being retried now (a merge or a commit of a batch in flight), and why.
+        self._failing: dict[object, str] = {}
+
+    @property
+    def retrying(self) -> str | None:
+        """Why a batch's merge or commit is being retried; None while everything goes through."""
+        return next(iter(self._failing.values()), None)
+
+    @property
+    def retrying_batches(self) -> int:
+        return len(self._failing)
 
     async def handle(self, records: Sequence[Record], consumer: OffsetControl) -> None:
         """Prepare a batch and start writing it once fewer than WRITES_IN_FLIGHT earlier
@@ -147,7 +168,7 @@ class Pipeline:
             return
         started = time.perf_counter()
         try:
-            batch = await prepare_cooperatively(records)
+            batch = await prepare_cooperatively(records, self._storage, self._retention)
         except Exception as error:  # a bug, not bad input: never skip past it
             log.exception("batch of %d records not prepared (%s); rewinding", len(records), error)
             await self.settle()
@@ -175,13 +196,18 @@ class Pipeline:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.dead_letters.close()
 
-    async def apply(self, batch: PreparedBatch) -> BatchOutcome:
-        """Dead-letter the poison, then merge the rest. Raises on any I/O failure."""
+    async def apply(self, batch: PreparedBatch, consumer: OffsetControl) -> BatchOutcome:
+        """Dead-letter the poison, then merge the rest. Raises when a merge failed."""
         outcome = BatchOutcome(events=len(batch.records), dead_lettered=len(batch.dead))
         if batch.dead:
-            await asyncio.gather(*(self._dead_letter(r, poison) for r, poison in batch.dead))
-        changed = await self._merge(batch.jobs, batch.packed)
+            await self.dead_letters.send(batch.dead, consumer)
+        if batch.expire_at is None:
+            changed = await self._merge(batch.jobs, batch.packed)
+        else:
+            expiring: Any = self._merge  # ProjectionStore.merge_packed takes the expiries
+            changed = await expiring(batch.jobs, batch.packed, batch.expire_at)
         outcome.merged_at = time.time()
         outcome.jobs = len(changed)
         unchanged = [index for index, groups in enumerate(changed) if not groups]
@@ -189,17 +215,6 @@ class Pipeline:
         counts = batch.events_per_job
         outcome.duplicates = sum(counts.get(index, 1) for index in unchanged)
         return outcome
-
-    async def _dead_letter(self, record: Record, poison: Poison) -> None:
-        log.warning(
-            "poison record partition=%s offset=%s: %s",
-            record.partition,
-            record.offset,
-            poison.reason,
-            extra={"partition": record.partition, "offset": record.offset},
-        )
-        headers = dead_letter_headers(poison.reason, record.topic, record.partition, record.offset)
-        await self._dead_letters.send(record.key, record.value, [*record.headers, *headers])
 
     async def _write_and_commit(
         self,
@@ -210,11 +225,11 @@ class Pipeline:
     ) -> bool:
         size = len(batch.records)
         outcome = await self._until_done(
-            lambda: self.apply(batch), f"batch of {size} records not written"
+            lambda: self.apply(batch, consumer), f"batch of {size} records not written"
         )
         if previous is not None:
             await previous  # commits stay in order; its merges are in Redis either way
-        offsets = next_offsets(batch.records)
+        offsets = self.dead_letters.commit_offsets(next_offsets(batch.records))
         try:
             await self._until_done(
                 lambda: consumer.commit(offsets), f"offsets of {size} records not committed"
@@ -235,20 +250,21 @@ class Pipeline:
     async def _until_done(self, step: Callable[[], Awaitable[T]], failure: str) -> T:
         """`step()`, retried after each failure once the backoff's delay has passed; a
         refused commit is raised at once."""
-        while True:
-            try:
-                return await step()
-            except REFUSED_COMMITS:
-                raise
-            except Exception as error:
-                delay = self._backoff.next_delay()
-                log.warning(
-                    "%s (%s); retry in %.2f s",
-                    failure,
-                    one_line(f"{type(error).__name__}: {error}"),
-                    delay,
-                )
-                await asyncio.sleep(delay)
+        attempt = object()
+        try:
+            while True:
+                try:
+                    return await step()
+                except REFUSED_COMMITS:
+                    raise
+                except Exception as error:
+                    delay = self._backoff.next_delay()
+                    reason = one_line(f"{type(error).__name__}: {error}")
+                    self._failing[attempt] = f"{failure} ({reason})"
+                    log.warning("%s (%s); retry in %.2f s", failure, reason, delay)
+                    await asyncio.sleep(delay)
+        finally:
+            self._failing.pop(attempt, None)
 
 
 def rewind(consumer: OffsetControl, records: Sequence[Record]) -> None:

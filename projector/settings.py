@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-from contracts.settings import BootstrapServers, RedisUrl, VersionName
+from contracts.settings import KafkaSettings, RedisUrl, StorageSettings, VersionName
 
 
-class ProjectorSettings(BaseSettings):
+# Two bases with fields: the pydantic mypy plugin types their `model_construct` apart.
+class ProjectorSettings(KafkaSettings, StorageSettings):  # type: ignore[misc]
     model_config = SettingsConfigDict(extra="ignore", frozen=True)
 
-    kafka_bootstrap_servers: BootstrapServers = "localhost:9092"
     kafka_topic: str = Field(default="jobs.events", min_length=1)
     kafka_group_id: str = Field(default="jobs-projector", min_length=1)
     # Tansu (local stack) has no idempotent producer; Apache Kafka does.
@@ -26,10 +26,16 @@ class ProjectorSettings(BaseSettings):
     batch_timeout_ms: int = Field(default=20, ge=1)
     # How long the broker may hold a fetch while it has nothing new. Tansu answers a waiting
     # fetch only when this expires, not when data arrives: with aiokafka's 500 ms default an
-    # event waited up to 500 ms before the projector saw it (measured: p99 252 ms at 500,
-    # 13 ms at 20). Apache Kafka answers as soon as data arrives, whatever this is.
+    # event waited up to 500 ms before the projector saw it. Apache Kafka answers as soon as
+    # data arrives, whatever this is.
     kafka_fetch_max_wait_ms: int = Field(default=20, ge=1)
     retry_backoff_max_seconds: float = Field(default=5.0, gt=0)
+    # Replicas that must acknowledge a batch's merges before its offsets are committed.
+    redis_min_replicas: int = Field(default=0, ge=0)
+    # Jobs vanishing under memory pressure is not a fallback: noeviction, unless overridden.
+    redis_allow_eviction: bool = False
+    # A finished job's key expires this long after its final event (unset: never).
+    job_retention_seconds: int | None = Field(default=None, ge=1)
 
     @property
     def group_id(self) -> str:

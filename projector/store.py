@@ -17,7 +17,7 @@ from typing import Any
 from hiredis import pack_command
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from contracts.job_state import JobState, job_key, lua_prelude, pack_delta
 from contracts.redis_client import AnyRedis
@@ -31,8 +31,10 @@ _PRELUDE = lua_prelude()
 _SUFFIX = "_" + hashlib.sha1((_PRELUDE + _CODE).encode(), usedforsecurity=False).hexdigest()[:10]
 LIBRARY = f"jobs{_SUFFIX}"
 MERGE_FUNCTION = f"job_merge{_SUFFIX}"
+MERGE_EXPIRING_FUNCTION = f"job_merge_expiring{_SUFFIX}"
 DIGEST_FUNCTION = f"job_digests{_SUFFIX}"
 REPLACE_FUNCTION = f"job_replace_if_unchanged{_SUFFIX}"
+SWITCH_FUNCTION = f"job_switch_version{_SUFFIX}"
 LIBRARY_CODE = f"#!lua name={LIBRARY}\n{_PRELUDE}local SUFFIX = '{_SUFFIX}'\n{_CODE}"
 
 
@@ -51,15 +53,29 @@ async def load_functions(redis: AnyRedis) -> None:
 # Jobs per FCALL: large enough to amortise the client's per-command cost, small enough that
 # one call does not hold the server for long (Redis runs one script at a time).
 JOBS_PER_CALL = 256
+# How long a batch's merges wait for REDIS_MIN_REPLICAS replicas to acknowledge them.
+REPLICA_WAIT_MS = 5_000
+
+
+class NotEnoughReplicas(RedisError):
+    """Fewer replicas than REDIS_MIN_REPLICAS acknowledged the merges in time: not committed,
+    retried (`projector.pipeline`)."""
 
 
 class ProjectionStore:
-    """Writes job deltas of one projection version."""
+    """Writes job deltas of one projection version.
 
-    def __init__(self, redis: AnyRedis, version: str) -> None:
+    With `min_replicas`, the merges of a call are followed by `WAIT` on the same connection:
+    they count as written only once that many replicas acknowledged them, so a primary that
+    dies after a commit cannot take a committed event with it (CONTRACT §4)."""
+
+    def __init__(self, redis: AnyRedis, version: str, min_replicas: int = 0) -> None:
         self.redis = redis
         self.version = version
         self._cluster = isinstance(redis, RedisCluster)
+        if min_replicas and self._cluster:
+            raise ValueError("REDIS_MIN_REPLICAS is not supported on a Redis Cluster")
+        self._min_replicas = min_replicas
 
     async def merge(self, deltas: Mapping[JobRef, JobState]) -> list[int]:
         """Merge every delta, all calls in one pipelined round trip; returns the number of
@@ -70,42 +86,58 @@ class ProjectionStore:
         values = [value for state in deltas.values() for value in pack_delta(state)]
         return await self.merge_packed(list(deltas), values)
 
-    async def merge_packed(self, jobs: list[JobRef], values: list[str]) -> list[int]:
+    async def merge_packed(
+        self, jobs: list[JobRef], values: list[str], expire_at: list[str] | None = None
+    ) -> list[int]:
         """`merge` for deltas already packed (`BatchFold.packed`): three values per job, in
-        the order of `jobs`."""
+        the order of `jobs`; with `expire_at` (JOB_RETENTION_SECONDS), when each job's key
+        expires if its head is final, '' if not (`BatchFold.expire_at`)."""
         if not jobs:
             return []
         version = self.version
         keys = [job_key(version, tenant, job) for tenant, job in jobs]
-        calls = self._calls(keys, values)
+        function, stride = MERGE_FUNCTION, 3
+        if expire_at is not None:
+            function, stride = MERGE_EXPIRING_FUNCTION, 4
+            values = [
+                value
+                for index, at in enumerate(expire_at)
+                for value in (*values[3 * index : 3 * index + 3], at)
+            ]
+        calls = self._calls(keys, values, stride)
         try:
-            results = await self._fcall(calls)
+            results = await self._fcall(function, calls)
         except ResponseError as error:
             if "function not found" not in str(error).lower():
                 raise
             # Redis restarted without persistence (or was flushed): load the merge again.
             await load_functions(self.redis)
-            results = await self._fcall(calls)
+            results = await self._fcall(function, calls)
         return [written for call in results for written in call]
 
-    async def _fcall(self, calls: list[tuple[list[str], list[str]]]) -> list[list[int]]:
+    async def _fcall(
+        self, function: str, calls: list[tuple[list[str], list[str]]]
+    ) -> list[list[int]]:
         if not self._cluster:
-            return await self._fcall_packed_by_hiredis(calls)
+            return await self._fcall_packed_by_hiredis(function, calls)
         pipe: Any = self.redis.pipeline(transaction=False)
         for chunk_keys, chunk_values in calls:
-            pipe.fcall(MERGE_FUNCTION, len(chunk_keys), *chunk_keys, *chunk_values)
+            pipe.fcall(function, len(chunk_keys), *chunk_keys, *chunk_values)
         results: list[list[int]] = await pipe.execute(raise_on_error=True)
         return results
 
     async def _fcall_packed_by_hiredis(
-        self, calls: list[tuple[list[str], list[str]]]
+        self, function: str, calls: list[tuple[list[str], list[str]]]
     ) -> list[list[int]]:
         """The same pipeline, packed by hiredis (C) and sent on a connection of the pool:
         redis-py's asyncio client packs commands in Python, about three times the cost per
         job - a tenth of the projector's time per event."""
+        commands = [("FCALL", function, len(keys), *keys, *values) for keys, values in calls]
+        if self._min_replicas:
+            commands.append(("WAIT", self._min_replicas, REPLICA_WAIT_MS))
         payload = b"".join(
-            pack_command(("FCALL", MERGE_FUNCTION, len(keys), *keys, *values))  # type: ignore[arg-type]  # the stub types a 1-tuple
-            for keys, values in calls
+            pack_command(command)  # type: ignore[arg-type]  # the stub types a 1-tuple
+            for command in commands
         )
         client: Any = self.redis
         pool = client.connection_pool
@@ -114,17 +146,29 @@ class ProjectionStore:
             await connection.send_packed_command(payload, check_health=False)
             # Raises the first error reply; the connection is then dropped below, since
             # later replies of this payload would still be waiting on it.
-            return [await connection.read_response() for _ in calls]
+            replies = [await connection.read_response() for _ in calls]
+            if self._min_replicas:
+                acknowledged = await connection.read_response()
+                if acknowledged < self._min_replicas:
+                    raise NotEnoughReplicas(
+                        f"{acknowledged} of REDIS_MIN_REPLICAS={self._min_replicas} replicas "
+                        f"acknowledged within {REPLICA_WAIT_MS} ms"
+                    )
+            return replies
+        except NotEnoughReplicas:
+            raise
         except BaseException:
             await connection.disconnect()
             raise
         finally:
             await pool.release(connection)
 
-    def _calls(self, keys: list[str], values: list[str]) -> list[tuple[list[str], list[str]]]:
+    def _calls(
+        self, keys: list[str], values: list[str], stride: int
+    ) -> list[tuple[list[str], list[str]]]:
         if not self._cluster:
             return [
-                (keys[i : i + JOBS_PER_CALL], values[3 * i : 3 * (i + JOBS_PER_CALL)])
+                (keys[i : i + JOBS_PER_CALL], values[stride * i : stride * (i + JOBS_PER_CALL)])
                 for i in range(0, len(keys), JOBS_PER_CALL)
             ]
         # On a cluster, the keys of one call must share a slot.
@@ -132,5 +176,5 @@ class ProjectionStore:
         for index, key in enumerate(keys):
             group = by_slot.setdefault(key_slot(key.encode()), ([], []))
             group[0].append(key)
-            group[1].extend(values[3 * index : 3 * index + 3])
+            group[1].extend(values[stride * index : stride * index + stride])
         return list(by_slot.values())

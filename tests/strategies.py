@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 from ulid import ULID
 
 from contracts.events import JobEvent
+from contracts.storage import StorageRules
 
 DEFAULT_TENANT_ID = "acme"
 DEFAULT_JOB_ID = "01JDQ8Z3M4W8K2V7T6R5N4P3Q2"
@@ -242,6 +243,7 @@ def event_documents_sets(
     conflicts: bool = True,
     duplicates: bool = True,
     mixed_case: bool = True,
+    twins: bool = False,
 ) -> list[dict[str, Any]]:
     """`event_sets`, as the JSON documents a producer sends (e.g. to publish to Kafka)."""
     count = draw(st.integers(min_size, max_size))
@@ -265,6 +267,12 @@ def event_documents_sets(
         _document(draw(_DEFAULT_BODIES), event_id, tenant_id, draw(job_ids), seq)
         for event_id, seq in zip(ids, seqs, strict=True)
     ]
+    if twins and documents:
+        # Twins: another event with the seq and the event_id of one already there.
+        for original in draw(st.lists(st.sampled_from(documents), min_size=1, max_size=3)):
+            body = draw(_DEFAULT_BODIES)
+            twin = _document(body, original["event_id"], tenant_id, draw(job_ids), original["seq"])
+            documents.append(twin)
     if duplicates and documents:
         documents += draw(st.lists(st.sampled_from(documents), max_size=4))
     return draw(st.permutations(documents))
@@ -280,13 +288,16 @@ def event_sets(
     conflicts: bool = True,
     duplicates: bool = True,
     mixed_case: bool = True,
+    twins: bool = False,
 ) -> st.SearchStrategy[list[JobEvent]]:
     """A delivery of one job's events, in any order.
 
     The distinct events have distinct event ids. With `conflicts`, seqs are drawn from
     1..`max_seq` with repetition and up to three events are put at the seq of another one
     (same-seq conflicts); without, every seq is unique. With `duplicates`, some events are delivered
-    again (re-parsed from the same document: an equal, separate object).
+    again (re-parsed from the same document: an equal, separate object). With `twins`, up to
+    three events get a twin: another event with the same seq and event_id (a contract
+    breach the projection resolves by a fixed order, whatever the delivery order).
     """
     return event_documents_sets(
         tenant_id=tenant_id,
@@ -297,6 +308,7 @@ def event_sets(
         conflicts=conflicts,
         duplicates=duplicates,
         mixed_case=mixed_case,
+        twins=twins,
     ).map(lambda documents: [event_from_document(d) for d in documents])
 
 
@@ -306,6 +318,7 @@ def jobs_batches(
     *,
     max_jobs: int = 4,
     max_events_per_job: int = 6,
+    twins: bool = False,
 ) -> list[JobEvent]:
     """The interleaved events of several jobs and tenants, as one consumer batch sees them.
 
@@ -323,7 +336,13 @@ def jobs_batches(
     events: list[JobEvent] = []
     for tenant_id, job_id in refs:
         events += draw(
-            event_sets(tenant_id=tenant_id, job_id=job_id, min_size=1, max_size=max_events_per_job)
+            event_sets(
+                tenant_id=tenant_id,
+                job_id=job_id,
+                min_size=1,
+                max_size=max_events_per_job,
+                twins=twins,
+            )
         )
     return draw(st.permutations(events))
 
@@ -384,3 +403,14 @@ def artifact(
         "role": role,
         "metadata": metadata if metadata is not None else {},
     }
+
+
+class AnyStorage(StorageRules):
+    """Storage rules that refuse nothing: for tests of the envelope's own rules, whose events
+    name any bucket the contract's pattern allows (the storage rules have tests of their own)."""
+
+    def refusal(self, tenant_id: str, bucket: str, key: str) -> str | None:
+        return None
+
+
+ANY_STORAGE = AnyStorage(frozenset({"any"}))

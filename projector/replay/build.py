@@ -13,15 +13,18 @@ they arrived.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import time
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError
 
+from contracts.redis_client import AnyRedis
 from projector.batch import tune_garbage_collector
 from projector.pipeline import Backoff, Pipeline
 from projector.redis_client import connect_redis
+from projector.replay import versions
 from projector.replay.progress import Progress
 from projector.replay.reading import read_up_to
 from projector.replay.topic import committed_offsets, end_offsets, open_consumer, partitions_of
@@ -65,6 +68,12 @@ class GroupOffsets:
     def seek(self, partition: TopicPartition, offset: int) -> None:
         self._consumer.seek(partition, offset)
 
+    def pause(self, *partitions: TopicPartition) -> None:
+        self._consumer.pause(*partitions)
+
+    def resume(self, *partitions: TopicPartition) -> None:
+        self._consumer.resume(*partitions)
+
 
 async def command(settings: ProjectorSettings, args: argparse.Namespace) -> int:
     version: str = args.version
@@ -72,7 +81,7 @@ async def command(settings: ProjectorSettings, args: argparse.Namespace) -> int:
     redis = await connect_redis(settings.redis_url)
     try:
         await load_functions(redis)
-        async with open_consumer(settings.kafka_bootstrap_servers, group) as consumer:
+        async with open_consumer(settings.kafka, group) as consumer:
             partitions = await partitions_of(consumer, settings.kafka_topic)
             consumer.assign(partitions)
             ends = await end_offsets(consumer, partitions)
@@ -81,6 +90,7 @@ async def command(settings: ProjectorSettings, args: argparse.Namespace) -> int:
             else:
                 starts = await committed_offsets(consumer, partitions)
             print(f"building version {version} from {settings.kafka_topic} (group {group})")
+            starts = await _mark_partial(redis, version, consumer, starts, args.from_beginning)
             for tp in partitions:
                 print(f"  partition {tp.partition}: offsets {starts[tp]} .. {ends[tp]}")
             poison = SkippedPoison()
@@ -90,9 +100,11 @@ async def command(settings: ProjectorSettings, args: argparse.Namespace) -> int:
                 events, rate = await _project(
                     consumer,
                     Pipeline(
-                        ProjectionStore(redis, version).merge_packed,
+                        settings.storage_rules,
+                        ProjectionStore(redis, version, settings.redis_min_replicas).merge_packed,
                         poison,
                         Backoff(cap=settings.retry_backoff_max_seconds),
+                        retention_seconds=settings.job_retention_seconds,
                     ),
                     starts,
                     ends,
@@ -156,6 +168,44 @@ async def _project(
     elapsed = 0.0 if first_fetch is None else time.monotonic() - first_fetch
     events = sum(projected[tp] - starts[tp] for tp in starts)
     return events, (events - before_window) / elapsed if elapsed > 0 else 0.0
+
+
+async def _mark_partial(
+    redis: AnyRedis,
+    version: str,
+    consumer: AIOKafkaConsumer,
+    starts: dict[TopicPartition, int],
+    from_beginning: bool,
+) -> dict[TopicPartition, int]:
+    """The offsets the build can start at. Where retention deleted events the build wanted
+    (the log starts after them), say so loudly and record the version as partial: `promote`
+    refuses it. A whole build from a complete topic clears the mark; any build clears the
+    last `verify`'s findings, which spoke of other contents."""
+    first = await log_start_offsets(consumer, list(starts))
+    cut = {tp: first[tp] for tp in starts if first[tp] > starts[tp]}
+    await versions.forget_meta(redis, version, "verified_against", "missing_jobs")
+    if cut:
+        shown = ", ".join(
+            f"partition {tp.partition} starts at {o}" for tp, o in sorted(cut.items())
+        )
+        print(
+            f"PARTIAL: the topic no longer holds every event ({shown}): retention deleted the "
+            f"ones before. Version {version} misses the jobs they made; promote refuses it "
+            "(--force overrides)."
+        )
+        partial = {str(tp.partition): offset for tp, offset in sorted(cut.items())}
+        await versions.record_meta(redis, version, partial=json.dumps(partial))
+    elif from_beginning:
+        await versions.forget_meta(redis, version, "partial")
+    return {tp: max(start, first[tp]) for tp, start in starts.items()}
+
+
+async def log_start_offsets(
+    consumer: AIOKafkaConsumer, partitions: list[TopicPartition]
+) -> dict[TopicPartition, int]:
+    """The first offset each partition still holds (above 0 once retention deleted some)."""
+    first: dict[TopicPartition, int] = await consumer.beginning_offsets(partitions)
+    return first
 
 
 def _row(tp: TopicPartition) -> str:

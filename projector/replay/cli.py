@@ -1,8 +1,8 @@
 """`python -m projector replay <command>`: the operator's commands, one module each.
 
-Settings come from the environment, as for `python -m projector run` (KAFKA_BOOTSTRAP_SERVERS,
-KAFKA_TOPIC, KAFKA_GROUP_ID, REDIS_URL). Exit status: 0 done (or equal), 1 refused or
-different, 2 configuration or usage error.
+Settings come from the environment, as for `python -m projector run` (KAFKA_*, REDIS_URL,
+ARTIFACT_*). Exit status: 0 done (or equal), 1 refused or different, 2 configuration or usage
+error, 3 `job` would undo newer data.
 """
 
 from __future__ import annotations
@@ -86,33 +86,68 @@ def add_parser(commands: Any) -> None:
         "--sample", type=_positive, metavar="N", help="only about N jobs of A (and B's extras)"
     )
 
+    switch_guards = (
+        "Refused, unless --force, when the version has no jobs, was built from a topic that "
+        "retention had cut, misses jobs of the active version (replay verify), has no running "
+        "projector, or lags by more than --max-lag events."
+    )
     promote = sub.add_parser(
         "promote",
         help="make a version the one the api reads (remembers the previous one)",
+        description=f"Switch readers to VERSION at once. {switch_guards}",
     )
     promote.add_argument("version", type=_version)
-    promote.add_argument(
-        "--max-lag",
-        type=int,
-        default=1000,
-        metavar="N",
-        help="refuse when the version's group lags by more than N events (default 1000)",
+    rollback = sub.add_parser(
+        "rollback",
+        help="make the previously active version active again",
+        description=f"Switch readers back to the version promote replaced. {switch_guards}",
     )
-    promote.add_argument("--force", action="store_true", help="promote even when empty or lagging")
+    for switch in (promote, rollback):
+        switch.add_argument(
+            "--max-lag",
+            type=int,
+            default=1000,
+            metavar="N",
+            help="refuse when the version's group lags by more than N events (default 1000)",
+        )
+        switch.add_argument(
+            "--force", action="store_true", help="switch anyway, saying what is overridden"
+        )
 
-    sub.add_parser("rollback", help="make the previously active version active again")
-
-    drop = sub.add_parser("drop", help="delete a version's keys (never the active version)")
+    drop = sub.add_parser(
+        "drop",
+        help="delete a version's keys (never the active version)",
+        description=(
+            "Delete job:VERSION:* in batches (SCAN + UNLINK). Refused for the active version, "
+            "and, unless --force, for a version a running projector still writes; the active "
+            "version is checked again before each batch."
+        ),
+    )
     drop.add_argument("version", type=_version)
+    drop.add_argument("--force", action="store_true", help="drop although a projector writes it")
+    drop.add_argument("--yes", action="store_true", help="do not ask (needed without a terminal)")
 
     job = sub.add_parser(
         "job",
         help="recompute one job from the topic, show the diff against Redis, write it",
+        description=(
+            "Recompute one job from its key's partition and compare it with Redis. Writing "
+            "replaces the stored job, so it is refused (exit 3) when Redis holds anything newer "
+            "than the topic gave - events of this job on another partition: a mis-keyed "
+            "producer? --scan-all-partitions looks for them. It asks on a terminal; --yes "
+            "writes without asking."
+        ),
     )
     job.add_argument("--tenant", required=True)
     job.add_argument("--id", dest="job_id", required=True, help="the job id (a ULID)")
     job.add_argument("--version", type=_version, help="default: the active version")
     job.add_argument("--dry-run", action="store_true", help="show the diff, write nothing")
+    job.add_argument("--yes", action="store_true", help="write without asking")
+    job.add_argument(
+        "--scan-all-partitions",
+        action="store_true",
+        help="read every partition, not only the key's (finds a mis-keyed producer's events)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -120,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
     command = _commands()[args.replay_command]
 
     async def main() -> int:
-        await check_or_exit(settings.kafka_bootstrap_servers, settings.redis_url)
+        await check_or_exit(settings.kafka, settings.redis_url)
         return await command(settings, args)
 
     return asyncio.run(main())

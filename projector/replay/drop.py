@@ -5,9 +5,13 @@ call: SCAN never blocks the server the way KEYS would, and UNLINK frees the memo
 background thread, so the live version keeps being served while a large one is dropped. On a
 cluster the keys of one UNLINK must share a slot: a batch is split by slot into one pipeline.
 
-When `projection:previous` names V it is deleted first, so that `rollback` can never switch
-reads to a version that is being, or has been, deleted. V's consumer group stays in Kafka; a
-later rebuild under the same name starts from its committed offsets unless told otherwise.
+Refused for the active version, and - unless `--force` - for a version a running projector
+still writes (its heartbeat, `projector.heartbeat`): the keys it writes would come back. The
+active version is checked again before each batch, so a `promote` of V while it is being
+dropped stops the drop. When the previous version names V it is forgotten first, so that
+`rollback` can never switch reads to a version that is being, or has been, deleted. V's
+consumer group stays in Kafka; a later rebuild under the same name starts from its committed
+offsets unless told otherwise. It asks on a terminal; `--yes` drops without asking.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from contracts.job_state import PREVIOUS_VERSION_KEY, job_key_pattern
 from contracts.redis_client import AnyRedis
 from projector.redis_client import connect_redis
 from projector.replay import versions
+from projector.replay.confirm import confirmed
 from projector.replay.progress import Progress
 from projector.settings import ProjectorSettings
 
@@ -39,13 +44,20 @@ def unlink_groups(keys: list[bytes], cluster: bool) -> list[list[bytes]]:
     return list(by_slot.values())
 
 
+class BecameActive(Exception):
+    """The version was promoted while it was being dropped."""
+
+
 async def unlink_version(redis: AnyRedis, version: str, progress: Progress) -> int:
-    """Delete every job key of `version`; returns how many were removed."""
+    """Delete every job key of `version`; returns how many were removed. Raises BecameActive
+    when the version is the active one before a batch."""
     cluster = isinstance(redis, RedisCluster)
     removed = 0
     row = f"job:{version}:*"
     progress.set_total(row, None)  # the row's clock starts with the scan
     async for keys in versions.scan_keys(redis, job_key_pattern(version), BATCH):
+        if await versions.active_version(redis) == version:
+            raise BecameActive()
         pipe: Any = redis.pipeline(transaction=False)
         for group in unlink_groups(keys, cluster):
             # Queued with execute_command: a cluster pipeline's `unlink()` is a coroutine
@@ -69,11 +81,25 @@ async def command(settings: ProjectorSettings, args: argparse.Namespace) -> int:
         if version == await versions.active_version(redis):
             print(f"refused: {version} is the active version; promote another one first")
             return 1
+        writers = (await versions.running_projectors(redis))[version]
+        if writers and not args.force:
+            print(
+                f"refused: {writers} running projector(s) write version {version}; stop them "
+                "first (--force drops anyway: the keys they write come back)"
+            )
+            return 1
+        if writers:
+            print(f"--force: dropping although {writers} running projector(s) write {version}")
+        if not confirmed(f"delete every job of version {version}?", args.yes):
+            return 1
         await forget_previous(redis, version)
         progress = Progress("keys")
         started = time.monotonic()
         try:
             removed = await unlink_version(redis, version, progress)
+        except BecameActive:
+            print(f"stopped: {version} became the active version while it was being dropped")
+            return 1
         finally:
             progress.close()
         seconds = time.monotonic() - started

@@ -7,7 +7,13 @@ projector merged into the job would then be missed, and the write would drop the
 partitions of the upper-case, the lower-case and the given form of `--id` are read (at most
 three); a producer keying in mixed case is found when `--id` is given in that case. Records
 whose key is the id in any case are kept; a record keyed otherwise breaks the contract and is
-not looked at.
+not looked at, unless `--scan-all-partitions` reads every record of every partition.
+
+Never undo: writing replaces the stored job, so when Redis holds a group newer than the
+recomputed one (by the fold's own ranks: `merge(stored, recomputed)` is not the recomputed
+state), the job has events the read did not find - a producer that keyed them otherwise put
+them on another partition. Nothing is written then (exit 3), and the differing fields are
+printed. Writing asks on a terminal; `--yes` writes without asking.
 
 How far: from the partition's start to the greater of its end offset and the live group's
 committed offset, both taken *after* the stored hash was read. The hash holds only events the
@@ -23,7 +29,8 @@ merged meanwhile, it refuses; the hash is read again, the topic read on from whe
 and the write retried a few times.
 
 Exit status: 0 equal or repaired; 1 different under --dry-run (so scripts detect drift), no
-event found, a partition cut by retention, or a job that kept changing; 2 bad input.
+event found, a partition cut by retention, not confirmed, or a job that kept changing; 2 bad
+input; 3 Redis holds newer data than the topic gave (nothing written).
 """
 
 from __future__ import annotations
@@ -42,11 +49,13 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from contracts.events import TENANT_PATTERN, ULID_PATTERN
 from contracts.job_state import GROUP_FIELDS, JobState, decode_state, encode_state, job_key
 from contracts.redis_client import AnyRedis
+from contracts.storage import StorageRules
 from projector.dead_letter import one_line
 from projector.event_fields import EventFields
-from projector.fold import fold
+from projector.fold import fold, merge
 from projector.intake import Poison, Record, parse
 from projector.redis_client import connect_redis
+from projector.replay.confirm import confirmed
 from projector.replay.diff import MAX_VALUE_CHARS, differences
 from projector.replay.reading import StalledRead, read_up_to
 from projector.replay.topic import (
@@ -61,14 +70,16 @@ from projector.settings import ProjectorSettings
 from projector.store import REPLACE_FUNCTION, load_functions
 
 MAX_ATTEMPTS = 5
+EXIT_NEWER_IN_REDIS = 3
 SHOWN_INVALID = 5
 NAMES = ("redis", "topic")
 
 
 async def command(settings: ProjectorSettings, args: argparse.Namespace) -> int:
-    job = job_to_repair(args.tenant, args.job_id)
+    job = job_to_repair(args.tenant, args.job_id, settings.storage_rules)
     if job is None:
         return 2
+    job.any_key = args.scan_all_partitions
     redis = await connect_redis(settings.redis_url)
     try:
         version = args.version or await active_version(redis)
@@ -76,13 +87,15 @@ async def command(settings: ProjectorSettings, args: argparse.Namespace) -> int:
         if not args.dry_run:
             await load_functions(redis)
         group_id = f"{settings.kafka_group_id}.{version}"
-        async with open_consumer(settings.kafka_bootstrap_servers, group_id) as consumer:
+        async with open_consumer(settings.kafka, group_id) as consumer:
             try:
-                reader = await PartitionReader.open(consumer, settings.kafka_topic, job.keys)
+                reader = await PartitionReader.open(
+                    consumer, settings.kafka_topic, job.keys, args.scan_all_partitions
+                )
             except LookupError as error:  # the topic does not exist
                 print(f"KAFKA_TOPIC: {error}", file=sys.stderr)
                 return 2
-            return await _repair(redis, version, reader, job, args.dry_run)
+            return await _repair(redis, version, reader, job, args)
     except StalledRead as error:
         print(f"{error}; nothing written", file=sys.stderr)
         return 1
@@ -98,20 +111,26 @@ class TopicJob:
     tenant: str
     job_id: str
     keys: list[bytes]  # the id upper-case first, then lower-case and as given
+    storage: StorageRules
     events: list[EventFields] = field(default_factory=list)
     found: Counter[int] = field(default_factory=Counter)  # events per partition
     invalid: list[tuple[int, int, str]] = field(default_factory=list)  # partition, offset, why
     others: int = 0  # valid events of this key for another tenant (or another job)
+    any_key: bool = False  # every record is looked at, whatever its key
+    mis_keyed: int = 0  # events of this job under another key
 
     def add(self, record: Record) -> None:
-        if record.key is None or record.key.upper() != self.keys[0]:
+        keyed = record.key is not None and record.key.upper() == self.keys[0]
+        if not keyed and not self.any_key:
             return
-        event = parse(record)
+        event = parse(record, self.storage)
         if isinstance(event, Poison):
-            self.invalid.append((record.partition, record.offset, event.reason))
+            if keyed:
+                self.invalid.append((record.partition, record.offset, event.reason))
         elif event["tenant_id"] != self.tenant or event["job_id"] != self.job_id:
-            self.others += 1
+            self.others += keyed
         else:
+            self.mis_keyed += not keyed
             self.events.append(event)
             self.found[record.partition] += 1
 
@@ -119,7 +138,7 @@ class TopicJob:
         return fold(self.events)
 
 
-def job_to_repair(tenant: str, given_id: str) -> TopicJob | None:
+def job_to_repair(tenant: str, given_id: str, storage: StorageRules) -> TopicJob | None:
     """The job to repair, or None (with a message) when the input cannot name one."""
     if not re.fullmatch(TENANT_PATTERN, tenant):
         print(f"--tenant {tenant!r}: not a tenant id ({TENANT_PATTERN})", file=sys.stderr)
@@ -129,7 +148,7 @@ def job_to_repair(tenant: str, given_id: str) -> TopicJob | None:
         return None
     job_id = given_id.upper()
     keys = list(dict.fromkeys(form.encode() for form in (job_id, given_id.lower(), given_id)))
-    return TopicJob(tenant, job_id, keys)
+    return TopicJob(tenant, job_id, keys, storage)
 
 
 class PartitionReader:
@@ -145,12 +164,18 @@ class PartitionReader:
 
     @classmethod
     async def open(
-        cls, consumer: AIOKafkaConsumer, topic: str, keys: list[bytes]
+        cls, consumer: AIOKafkaConsumer, topic: str, keys: list[bytes], every_partition: bool
     ) -> PartitionReader:
-        count = len(await partitions_of(consumer, topic))
-        read = [
-            TopicPartition(topic, p) for p in sorted({partition_for_key(k, count) for k in keys})
-        ]
+        partitions = await partitions_of(consumer, topic)
+        count = len(partitions)
+        read = (
+            partitions
+            if every_partition
+            else [
+                TopicPartition(topic, p)
+                for p in sorted({partition_for_key(k, count) for k in keys})
+            ]
+        )
         consumer.assign(read)
         await consumer.seek_to_beginning(*read)
         return cls(consumer, count, {tp: await consumer.position(tp) for tp in read})
@@ -175,14 +200,14 @@ class PartitionReader:
 
 
 async def _repair(
-    redis: AnyRedis, version: str, reader: PartitionReader, job: TopicJob, dry_run: bool
+    redis: AnyRedis, version: str, reader: PartitionReader, job: TopicJob, args: argparse.Namespace
 ) -> int:
     key = job_key(version, job.tenant, job.job_id)
     for _ in range(MAX_ATTEMPTS):
         stored = await read_hash(redis, key)
         await reader.read_on(job)
         _print_found(reader, job)
-        outcome = await _compare_and_write(redis, version, reader, job, stored, dry_run)
+        outcome = await _compare_and_write(redis, version, reader, job, stored, args)
         if outcome is not None:
             return outcome
         print("the job changed in Redis meanwhile (a live merge): reading it again")
@@ -198,7 +223,7 @@ async def _compare_and_write(
     reader: PartitionReader,
     job: TopicJob,
     stored: dict[bytes, bytes],
-    dry_run: bool,
+    args: argparse.Namespace,
 ) -> int | None:
     """The exit status, or None when the hash changed since it was read."""
     if not job.events:
@@ -212,14 +237,26 @@ async def _compare_and_write(
     print("differs (redis = stored, topic = recomputed):")
     for line in lines:
         print(f"  {line}")
-    if dry_run:
+    newer = newer_groups(stored, state)
+    if newer:
+        print(
+            f"redis holds a newer {', '.join(newer)} than the topic gave: events of this job are "
+            "not on its key's partition: mis-keyed producer? (--scan-all-partitions looks for "
+            "them)"
+        )
+    if args.dry_run:
         print("dry run: nothing written")
         return 1
+    if newer:
+        print("nothing written: the write would undo the newer data")
+        return EXIT_NEWER_IN_REDIS
     if reader.truncated:
         cut = ", ".join(
             f"partition {tp.partition} at {reader.starts[tp]}" for tp in reader.truncated
         )
         print(f"the topic starts late ({cut}): it may miss events of this job; nothing written")
+        return 1
+    if not confirmed(f"replace job {job.tenant}/{job.job_id} in version {version}?", args.yes):
         return 1
     if not await replace_if_unchanged(redis, version, job.tenant, job.job_id, stored, state):
         return None
@@ -240,6 +277,11 @@ def _print_found(reader: PartitionReader, job: TopicJob) -> None:
             print(f"  partition {partition} offset {offset}: {one_line(reason)}")
     if job.others:
         print(f"{job.others} events of this key belong to another tenant or job (skipped)")
+    if job.mis_keyed:
+        print(
+            f"{job.mis_keyed} events of this job were keyed otherwise (a mis-keyed producer): "
+            "counted"
+        )
 
 
 async def read_hash(redis: AnyRedis, key: str) -> dict[bytes, bytes]:
@@ -263,6 +305,24 @@ def stored_differences(stored: Mapping[bytes, bytes], recomputed: JobState) -> l
             if text.get(name) != encoded.get(name)
         ]
     return lines + extra
+
+
+def newer_groups(stored: Mapping[bytes, bytes], recomputed: JobState) -> list[str]:
+    """The groups where Redis ranks above the recomputed state (the fold's own order); none
+    for a hash that does not decode (nothing in it can be trusted as newer)."""
+    text = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in stored.items()}
+    try:
+        current = decode_state(text)
+    except ValueError:
+        return []
+    merged = merge(current, recomputed)
+    return [
+        name
+        for name, kept, recomputed_group in zip(
+            ("head", "origin", "public event"), merged, recomputed, strict=True
+        )
+        if kept != recomputed_group
+    ]
 
 
 def _raw(value: str | None) -> str:

@@ -29,7 +29,7 @@ async def command(settings: ProjectorSettings, args: argparse.Namespace) -> int:
     table.add_column("lag per partition")
     for version in sorted(set(jobs) | {active}):
         group = f"{settings.kafka_group_id}.{version}"
-        lag = await group_lag(settings.kafka_bootstrap_servers, settings.kafka_topic, group)
+        lag = await group_lag(settings.kafka, settings.kafka_topic, group)
         per_partition = " ".join(f"{p}:{n}" for p, n in sorted(lag.items()))
         mark = " (active)" if version == active else " (previous)" if version == previous else ""
         table.add_row(version + mark, f"{jobs[version]:,}", f"{sum(lag.values()):,}", per_partition)

@@ -9,15 +9,17 @@ from contextlib import asynccontextmanager
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import murmur2
 
+from contracts.kafka import KafkaConnection
+
 
 @asynccontextmanager
 async def open_consumer(
-    bootstrap: str, group_id: str | None = None
+    kafka: KafkaConnection, group_id: str | None = None
 ) -> AsyncIterator[AIOKafkaConsumer]:
     """A started consumer that never joins a group (partitions are assigned by hand); with
     `group_id`, it can still read and commit that group's offsets."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+        **kafka.client_options(),
         group_id=group_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -63,19 +65,19 @@ async def committed_offsets(
     return committed
 
 
-async def group_lag(bootstrap: str, topic: str, group_id: str) -> dict[int, int]:
+async def group_lag(kafka: KafkaConnection, topic: str, group_id: str) -> dict[int, int]:
     """Events not yet committed by the group, per partition (never negative)."""
-    async with open_consumer(bootstrap, group_id) as consumer:
+    async with open_consumer(kafka, group_id) as consumer:
         partitions = await partitions_of(consumer, topic)
         ends = await end_offsets(consumer, partitions)
         committed = await committed_offsets(consumer, partitions)
     return {tp.partition: max(0, ends[tp] - committed[tp]) for tp in partitions}
 
 
-async def group_committed(bootstrap: str, topic: str, group_id: str) -> dict[int, int]:
+async def group_committed(kafka: KafkaConnection, topic: str, group_id: str) -> dict[int, int]:
     """The group's committed offset per partition (0 where it never committed), read
     without joining the group."""
-    async with open_consumer(bootstrap, group_id) as consumer:
+    async with open_consumer(kafka, group_id) as consumer:
         partitions = await partitions_of(consumer, topic)
         committed = await committed_offsets(consumer, partitions)
     return {tp.partition: offset for tp, offset in committed.items()}

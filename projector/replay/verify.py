@@ -149,6 +149,9 @@ class Tally:
     in_flight: int = 0
     missing_in_a: int = 0
     missing_in_b: int = 0
+    # Of those, the ones on partitions neither group lags on: missing for good.
+    settled_missing_in_a: int = 0
+    settled_missing_in_b: int = 0
 
     def count(self, kind: str, in_flight: bool) -> None:
         if in_flight:
@@ -157,8 +160,10 @@ class Tally:
             self.differing += 1
         if kind == MISSING_IN_A:
             self.missing_in_a += 1
+            self.settled_missing_in_a += not in_flight
         elif kind == MISSING_IN_B:
             self.missing_in_b += 1
+            self.settled_missing_in_b += not in_flight
 
     def summary(self, seconds: float) -> str:
         rate = self.compared / max(seconds, 1e-9)
@@ -187,10 +192,7 @@ async def lag_of(settings: ProjectorSettings, names: tuple[str, str]) -> Lag:
     """Both groups' lag, printed where there is some; LookupError when the topic is absent."""
     groups = [f"{settings.kafka_group_id}.{name}" for name in names]
     lags = await asyncio.gather(
-        *(
-            topic.group_lag(settings.kafka_bootstrap_servers, settings.kafka_topic, group)
-            for group in groups
-        )
+        *(topic.group_lag(settings.kafka, settings.kafka_topic, group) for group in groups)
     )
     for group, lag in zip(groups, lags, strict=True):
         behind = {partition: events for partition, events in lag.items() if events}
@@ -324,9 +326,23 @@ async def command(settings: ProjectorSettings, args: argparse.Namespace) -> int:
         started = time.monotonic()
         await run_passes(comparison, args.tenant, args.sample)
         seconds = time.monotonic() - started
+        if args.tenant is None and args.sample is None:  # a whole comparison: promote reads it
+            await record_missing(comparison)
     finally:
         await comparison.redis.aclose()
     return conclude(comparison, seconds)
+
+
+async def record_missing(comparison: Comparison) -> None:
+    """For `promote` and `rollback`: on each version, how many jobs of the other it misses."""
+    tally, (source, target) = comparison.tally, comparison.names
+    for version, other, missing in (
+        (target, source, tally.settled_missing_in_b),
+        (source, target, tally.settled_missing_in_a),
+    ):
+        await versions.record_meta(
+            comparison.redis, version, verified_against=other, missing_jobs=str(missing)
+        )
 
 
 def conclude(comparison: Comparison, seconds: float) -> int:

@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 from contracts.events import JobEvent
 from contracts.job_state import JobState, decode_state, job_key, job_key_pattern
 from contracts.publisher import encode_event
-from devstack.data import event, ulid
+from devstack.data import BUCKETS, event, ulid
 from devstack.processes import LocalProcess
 from devstack.services import start_projector
 from projector.fold import JobRef, fold
@@ -29,6 +29,7 @@ def projector_env(bootstrap: str, topic: str, redis_url: str, version: str) -> d
         "REDIS_URL": redis_url,
         "PROJECTION_VERSION": version,
         "BATCH_MAX_RECORDS": "200",
+        "ARTIFACT_BUCKETS": ",".join(BUCKETS),
     }
 
 

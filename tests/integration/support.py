@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
+from contracts.kafka import KafkaConnection
 from projector.replay.topic import group_committed, partitions_of
 
 
@@ -35,7 +36,7 @@ async def consume_all(
 
 
 async def committed_offsets(bootstrap: str, topic: str, group: str) -> dict[int, int]:
-    return await group_committed(bootstrap, topic, group)
+    return await group_committed(KafkaConnection(bootstrap_servers=bootstrap), topic, group)
 
 
 async def end_offsets(bootstrap: str, topic: str, records: int) -> dict[int, int]:

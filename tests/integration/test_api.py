@@ -24,8 +24,8 @@ from api.app import create_app
 from api.settings import ApiSettings
 from contracts.events import JobEvent
 from devstack import Stack, s3_client
-from devstack.data import event
-from devstack.processes import LocalProcess
+from devstack.data import BUCKETS, event
+from devstack.processes import LocalProcess, free_port
 from tests.integration.projection import produce, projector_env, spawn, wait_until_caught_up
 
 pytestmark = pytest.mark.integration
@@ -145,6 +145,7 @@ def settings_for(stack: Stack, redis_url: str, **overrides: Any) -> ApiSettings:
         "s3_endpoint_url": stack.s3_endpoint_url,
         "aws_region": "us-east-1",
         "jwt_secret": SECRET,
+        "artifact_buckets": ",".join(BUCKETS),
     } | overrides
     return ApiSettings(**values)
 
@@ -479,3 +480,138 @@ async def test_the_fast_path_and_the_route_answer_the_same_bytes(client: httpx.A
         if fast.headers.get("etag") == routed.headers.get("etag"):
             assert (fast.status_code, fast.content) == (routed.status_code, routed.content), job
             assert fast.headers.get("cache-control") == routed.headers.get("cache-control")
+
+
+# --- tokens as identity providers issue them ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("claims", "status"),
+    [
+        ({"iat": 10, "nbf": 10}, 200),  # the provider's clock 10 s ahead of ours
+        ({"iat": 25}, 200),
+        ({"nbf": 60}, 401),  # beyond the 30 s of leeway
+        ({"iat": 60}, 401),
+        ({"exp": -10}, 200),  # expired 10 s ago by our clock: within the leeway
+        ({"exp": -60}, 401),
+    ],
+)
+async def test_clock_skew_within_the_leeway_is_accepted(
+    client: httpx.AsyncClient, claims: dict[str, int], status: int
+) -> None:
+    now = int(time.time())
+    timed: dict[str, Any] = {name: now + offset for name, offset in claims.items()}
+    exp_in = timed.pop("exp", now + 600) - time.time()
+    response = await client.get(f"/v1/jobs/{DONE}", headers=bearer(token(exp_in=exp_in, **timed)))
+    assert response.status_code == status, response.text
+
+
+class JwksServer:
+    """An identity provider's key set on a local HTTP server; `keys` can change (rotation)."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        self.keys: list[dict[str, Any]] = []
+        self.requests = 0
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                owner.requests += 1
+                body = json.dumps({"keys": owner.keys}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/.well-known/jwks.json"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def publish(self, kid: str, key: rsa.RSAPrivateKey) -> None:
+        public = jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key(), as_dict=True)
+        self.keys.append(public | {"kid": kid, "use": "sig", "alg": "RS256"})
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def jwks() -> Iterator[JwksServer]:
+    server = JwksServer()
+    yield server
+    server.stop()
+
+
+def signed(key: rsa.RSAPrivateKey, kid: str, **claims: Any) -> dict[str, str]:
+    body = {"tenant_id": "acme", "exp": int(time.time()) + 600} | claims
+    return bearer(jwt.encode(body, key, algorithm="RS256", headers={"kid": kid}))
+
+
+async def test_keys_from_a_jwks_url_verify_tokens_across_a_key_rotation(
+    stack: Stack,
+    api_redis_url: str,
+    projected: list[JobEvent],
+    jwks: JwksServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import api.jwks
+
+    old, new = rsa_pem()[0], rsa_pem()[0]
+    jwks.publish("2026-11", old)
+    settings = settings_for(stack, api_redis_url, jwt_secret=None, jwt_jwks_url=jwks.url)
+    monkeypatch.setattr(api.jwks, "UNKNOWN_KID_SECONDS", 0.5)
+    async for client in serve(create_app(settings)):
+        path = f"/v1/jobs/{DONE}"
+        assert (await client.get(path, headers=signed(old, "2026-11"))).status_code == 200
+        assert jwks.requests == 1
+        jwks.publish("2026-12", new)  # the provider rotates: a new key, tokens follow
+        await asyncio.sleep(0.6)
+        assert (await client.get(path, headers=signed(new, "2026-12"))).status_code == 200
+        assert jwks.requests == 2
+        for n in range(5):  # made-up kids: 401 each, and no fetch per token
+            forged = signed(rsa_pem()[0], f"made-up-{n}")
+            assert (await client.get(path, headers=forged)).status_code == 401
+        assert jwks.requests == 2, "made-up kids so soon after a fetch make no fetch"
+        wrong_key = signed(new, "2026-11")  # a published kid, another key's signature
+        assert (await client.get(path, headers=wrong_key)).status_code == 401
+
+
+async def test_a_jwks_url_that_does_not_answer_gives_401_never_500(
+    stack: Stack, api_redis_url: str, projected: list[JobEvent]
+) -> None:
+    dead = f"http://127.0.0.1:{free_port()}/jwks.json"
+    settings = settings_for(stack, api_redis_url, jwt_secret=None, jwt_jwks_url=dead)
+    async for client in serve(create_app(settings)):
+        response = await client.get(f"/v1/jobs/{DONE}", headers=signed(rsa_pem()[0], "k"))
+        assert response.status_code == 401
+        assert response.json()["detail"]["code"] == "UNAUTHENTICATED"
+
+
+# --- storage references outside the rules ---------------------------------------------------
+
+
+async def test_a_stored_reference_outside_the_storage_rules_is_left_out_never_signed(
+    stack: Stack, bucket: str, api_redis_url: str, projected: list[JobEvent]
+) -> None:
+    """A job projected before the rules changed: the api re-checks every reference."""
+    settings = settings_for(stack, api_redis_url, artifact_buckets="some-other-bucket")
+    app = create_app(settings)
+    async for client in serve(app):
+        response = await client.get(f"/v1/jobs/{DONE}", headers=bearer(token()))
+        metrics = (await client.get("/metrics")).text
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "SUCCEEDED"
+    assert body["manifest"] == []
+    assert body["latest_event"]["artifacts"] == []
+    assert "X-Amz-Signature" not in response.text
+    assert "api_refused_artifacts_total 8.0" in metrics  # 4 in the manifest, 4 in the event

@@ -50,6 +50,7 @@ from projector.fold import fold
 pytestmark = pytest.mark.integration
 
 SECRET = "fuzz-test-secret-0123456789abcdef012"  # noqa: S105 - a test key
+FUZZ_BUCKET = "fuzz-renders"
 FUZZ_DB = 4  # a database of its own: `projection:active` is per database
 TENANT = "acme"
 # The schema's own example id, so the examples phase reads a job that exists.
@@ -82,7 +83,7 @@ def db_url(redis_url: str, db: int) -> str:
 def finals(job_id: str) -> list[dict[str, Any]]:
     return [
         {
-            "bucket": "fuzz-renders",
+            "bucket": FUZZ_BUCKET,
             "key": f"renders/{job_id}/look {i}+ü.png",
             "kind": "on_model_render",
             "role": "final",
@@ -141,6 +142,7 @@ def settings(stack: Stack, fuzz_redis_url: str) -> Iterator[ApiSettings]:
             s3_endpoint_url=stack.s3_endpoint_url,
             aws_region="us-east-1",
             jwt_secret=SECRET,  # type: ignore[arg-type]  # pydantic turns it into a SecretStr
+            artifact_buckets=FUZZ_BUCKET,
         )
     finally:
         mp.undo()
@@ -186,7 +188,11 @@ def openapi_document() -> dict[str, Any]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("AWS_ACCESS_KEY_ID", "schema-only")
         mp.setenv("AWS_SECRET_ACCESS_KEY", "schema-only")
-        settings = ApiSettings(jwt_secret=SECRET, aws_region="us-east-1")  # type: ignore[arg-type]
+        settings = ApiSettings(
+            jwt_secret=SECRET,  # type: ignore[arg-type]
+            aws_region="us-east-1",
+            artifact_buckets=FUZZ_BUCKET,
+        )
         return create_app(settings).openapi()
 
 
@@ -389,7 +395,11 @@ async def asgi_app(settings: ApiSettings) -> AsyncIterator[FastAPI]:
 def api_server(
     stack: Stack, fuzz_redis_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LocalProcess]:
-    env = stack.env() | {"REDIS_URL": fuzz_redis_url, "JWT_SECRET": SECRET}
+    env = stack.env() | {
+        "REDIS_URL": fuzz_redis_url,
+        "JWT_SECRET": SECRET,
+        "ARTIFACT_BUCKETS": FUZZ_BUCKET,
+    }
     server = start_api(env, Path(tmp_path_factory.mktemp("fuzz-api")))
     try:
         yield server

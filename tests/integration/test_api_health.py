@@ -47,3 +47,35 @@ async def test_readyz_follows_redis_and_healthz_only_the_process(
             return await status(client, "/readyz") == 200
 
         await eventually(ready, 10, "/readyz answering 200 again")
+
+
+async def test_one_access_line_per_request_without_token_or_query_and_docs_that_can_be_off(
+    stack: Stack, own_redis: LocalProcess, tmp_path: Path, processes: list[LocalProcess]
+) -> None:
+    import json
+
+    import jwt
+
+    env = {**stack.env(), "REDIS_URL": f"redis://127.0.0.1:{own_redis.port}/0"}
+    api = start_api(env | {"JWT_SECRET": SECRET, "API_DOCS": "false"}, tmp_path)
+    processes.append(api)
+    token = jwt.encode({"tenant_id": "acme", "exp": 2_000_000_000}, SECRET, "HS256")
+    job = "01JDQ8Z3M4W8K2V7T6R5N4P3Q2"
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{api.port}", timeout=10) as client:
+        for path in ("/docs", "/openapi.json", "/redoc"):
+            assert await status(client, path) == 404, path
+        headers = {"Authorization": f"Bearer {token}"}
+        assert (
+            await client.get(f"/v1/jobs/{job}?wait=0&after_seq=7", headers=headers)
+        ).status_code == 404
+        assert (await client.get(f"/v1/jobs/{job}")).status_code == 401
+    api.stop()  # its last lines are flushed as it stops
+    text = api.log_path.read_text()
+    lines = [json.loads(line) for line in text.splitlines() if "api.access" in line]
+    reads = [line for line in lines if line["route"] == "/v1/jobs/{id}"]
+    assert [(r["status"], r["tenant"]) for r in reads] == [(404, "acme"), (401, None)]
+    assert all(r["method"] == "GET" and r["latency_ms"] >= 0 for r in reads)
+    assert {"timestamp", "level", "logger", "message"} <= set(reads[0])
+    assert token not in text
+    assert "after_seq" not in text, "no query string in the log"
+    assert job not in text, "no path: the route template only"

@@ -88,7 +88,11 @@ def hostile_redis_url(redis_url: str) -> Iterator[str]:
 def api(
     stack: Stack, hostile_redis_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LocalProcess]:
-    env = stack.env() | {"REDIS_URL": hostile_redis_url, "JWT_SECRET": SECRET}
+    env = stack.env() | {
+        "REDIS_URL": hostile_redis_url,
+        "JWT_SECRET": SECRET,
+        "ARTIFACT_BUCKETS": BUCKET,
+    }
     server = start_api(env, Path(tmp_path_factory.mktemp("hostile-api")))
     try:
         yield server

@@ -25,7 +25,10 @@ def run(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str
 
 
 def test_a_broker_that_does_not_answer_stops_the_projector_with_one_line() -> None:
-    done = run(["-m", "projector", "run"], {"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}"})
+    done = run(
+        ["-m", "projector", "run"],
+        {"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}", "ARTIFACT_BUCKETS": "renders"},
+    )
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     assert "configuration error: KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:" in done.stderr
@@ -37,7 +40,12 @@ def test_a_redis_that_does_not_answer_stops_the_projector_with_one_line(
 ) -> None:
     url = f"redis://:secret-password@127.0.0.1:{free_port()}/0"
     done = run(
-        ["-m", "projector", "run"], {"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "REDIS_URL": url}
+        ["-m", "projector", "run"],
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+            "REDIS_URL": url,
+            "ARTIFACT_BUCKETS": "renders",
+        },
     )
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
@@ -46,7 +54,9 @@ def test_a_redis_that_does_not_answer_stops_the_projector_with_one_line(
 
 
 def test_a_malformed_redis_url_stops_the_api_with_one_line() -> None:
-    done = run(["-m", "api"], {"REDIS_URL": "localhost:6379", "JWT_SECRET": "s"})
+    secret = "cli-test-secret-0123456789abcdef0123"  # noqa: S105 - a test key
+    env = {"REDIS_URL": "localhost:6379", "JWT_SECRET": secret, "ARTIFACT_BUCKETS": "renders"}
+    done = run(["-m", "api"], env)
     assert done.returncode == 2
     assert done.stderr.strip() == (
         "configuration error: REDIS_URL: must start with redis://, rediss:// or unix://"

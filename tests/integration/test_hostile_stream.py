@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 
 from contracts.events import JobEvent
 from contracts.publisher import encode_event
-from devstack.data import event
+from devstack.data import STORAGE, event
 from devstack.processes import LocalProcess
 from projector.dead_letter import MAX_REASON_CHARS
 from projector.intake import Poison, Record, parse
@@ -143,7 +143,7 @@ def is_dead(sent: Sent, topic: str) -> bool:
         return False
     if sent.hostile.outcome == "dead":
         return True
-    return isinstance(parse(sent.as_record(topic)), Poison)
+    return isinstance(parse(sent.as_record(topic), STORAGE), Poison)
 
 
 async def test_a_hostile_stream_is_applied_or_dead_lettered_record_by_record(

@@ -1,6 +1,7 @@
 """The Redis merge (`projector/jobs.lua`) is the fold (`projector/fold.py`): the same random
 event sets, delivered to a real `redis-server` in random batches and orders, end as the fold
-of the distinct events. Same-seq conflicts are part of every draw."""
+of the distinct events. Same-seq conflicts and twins (the same seq and event_id, different
+content) are part of every draw."""
 
 from __future__ import annotations
 

@@ -6,12 +6,14 @@ import asyncio
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
-from devstack.data import event_dict
+from devstack.data import event, event_dict, ulid
 from devstack.processes import LocalProcess
+from projector.fold import fold
 from tests.integration.projection import (
     assert_projection_equals_fold,
     differing_jobs,
@@ -21,6 +23,7 @@ from tests.integration.projection import (
     projector_env,
     shuffled_with_duplicates,
     spawn,
+    stored_state,
     wait_until_caught_up,
 )
 from tests.integration.support import consume_all
@@ -206,3 +209,71 @@ async def test_a_redis_that_lost_its_functions_gets_them_loaded_again(
     finally:
         await client.aclose()
     await assert_projection_equals_fold(own_redis_client, version, events)
+
+
+def stolen(bucket: str, key: str, seq: int) -> dict[str, Any]:
+    artifact = {"bucket": bucket, "key": key, "kind": "on_model_render", "role": "final"}
+    return event_dict(tenant_id="evil", seq=seq, kind="succeeded", artifacts=[artifact])
+
+
+async def test_an_event_naming_storage_its_tenant_does_not_own_is_dead_lettered(
+    kafka_bootstrap: str,
+    topic: str,
+    redis_url: str,
+    redis: Redis,
+    version: str,
+    tmp_path: Path,
+    processes: list[LocalProcess],
+) -> None:
+    """A worker of tenant `evil` names another tenant's object, or a bucket of backups: the
+    api would sign it with its own credentials. The projector refuses both."""
+    attacks = [
+        ("another tenant's key", stolen("renders", "t/acme/secret/final.png", 2)),
+        ("another bucket", stolen("prod-backups", "tenants/evil/final.png", 3)),
+        ("a dot segment", stolen("renders", "tenants/evil/../acme/secret.png", 4)),
+    ]
+    own = event(tenant_id="evil", seq=1, kind="queued")
+    await produce_raw(
+        kafka_bootstrap, topic, [(b"k", json.dumps(doc).encode()) for _, doc in attacks]
+    )
+    await produce(kafka_bootstrap, topic, [own])
+    env = projector_env(kafka_bootstrap, topic, redis_url, version)
+    processes.append(spawn(env | {"ARTIFACT_KEY_PREFIX": "tenants/{tenant_id}/"}, tmp_path))
+    await wait_until_caught_up(kafka_bootstrap, topic, version, len(attacks) + 1)
+    await assert_projection_equals_fold(redis, version, [own])
+    dead = await consume_all(kafka_bootstrap, f"{topic}.dlq", expected=len(attacks))
+    reasons = sorted(dict(record.headers)["dlq.reason"].decode() for record in dead)
+    assert reasons == [
+        "artifacts.0: bucket 'prod-backups' is not one of ARTIFACT_BUCKETS",
+        "artifacts.0: key must hold no '.' or '..' path segment",
+        "artifacts.0: key must start with 'tenants/evil/' (ARTIFACT_KEY_PREFIX) for tenant evil",
+    ]
+
+
+@pytest.mark.parametrize("order", ["succeeded first", "failed first"])
+async def test_twins_give_the_same_job_in_either_delivery_order(
+    kafka_bootstrap: str,
+    topic: str,
+    redis_url: str,
+    redis: Redis,
+    version: str,
+    tmp_path: Path,
+    processes: list[LocalProcess],
+    order: str,
+) -> None:
+    """The same seq and event_id, different content (a succeeded and a failed): one fixed
+    order decides, not the delivery (CONTRACT §2)."""
+    twin_id, job_id = ulid(), ulid()
+    queued = event(job_id=job_id, seq=1, kind="queued")
+    succeeded = event(job_id=job_id, seq=2, kind="succeeded", event_id=twin_id)
+    failed = event(job_id=job_id, seq=2, kind="failed", event_id=twin_id, message="boom")
+    twins = [succeeded, failed] if order == "succeeded first" else [failed, succeeded]
+    processes.append(spawn(projector_env(kafka_bootstrap, topic, redis_url, version), tmp_path))
+    await produce(kafka_bootstrap, topic, [queued, twins[0]])
+    await wait_until_caught_up(kafka_bootstrap, topic, version, 2)
+    await produce(kafka_bootstrap, topic, [twins[1]])  # a later batch: the Lua merge decides
+    await wait_until_caught_up(kafka_bootstrap, topic, version, 3)
+    state = await stored_state(redis, version, ("acme", job_id))
+    assert state == fold([queued, succeeded, failed])
+    assert state.head is not None
+    assert state.head.status == "SUCCEEDED"

@@ -19,7 +19,7 @@ import pytest
 from redis.asyncio import Redis
 
 from contracts.events import JobEvent
-from contracts.job_state import ACTIVE_VERSION_KEY, job_key, job_key_pattern
+from contracts.job_state import ACTIVE_VERSION_KEY, PREVIOUS_VERSION_KEY, job_key, job_key_pattern
 from devstack import Stack
 from devstack.processes import LocalProcess
 from devstack.services import REPO, start_api
@@ -33,7 +33,7 @@ from tests.integration.projection import (
     spawn,
     wait_until_caught_up,
 )
-from tests.integration.support import committed_offsets, end_offsets
+from tests.integration.support import committed_offsets, end_offsets, eventually
 from tests.integration.test_api import db_url
 
 pytestmark = pytest.mark.integration
@@ -124,7 +124,13 @@ async def test_build_refuses_a_version_whose_projector_is_running(
 
 
 async def test_promote_refuses_an_empty_or_lagging_version_and_rollback_returns(
-    kafka_bootstrap: str, topic: str, replay_redis_url: str, replay_redis: Redis, version: str
+    kafka_bootstrap: str,
+    topic: str,
+    replay_redis_url: str,
+    replay_redis: Redis,
+    version: str,
+    tmp_path: Path,
+    processes: list[LocalProcess],
 ) -> None:
     old, new = f"{version}-old", f"{version}-new"  # groups of this test alone
     events = job_events(jobs=10)
@@ -136,23 +142,42 @@ async def test_promote_refuses_an_empty_or_lagging_version_and_rollback_returns(
     assert "has no jobs" in empty.stdout
     ok(replay(env, "build", "--version", old, "--from-beginning"))
     ok(replay(env, "build", "--version", new, "--from-beginning"))
+    unfollowed = replay(env, "promote", old)
+    assert unfollowed.returncode == 1
+    assert f"no running projector writes version {old}" in unfollowed.stdout
+    old_projector = spawn(env, tmp_path, "projector-old")
+    processes.append(old_projector)
+    new_env = projector_env(kafka_bootstrap, topic, replay_redis_url, new)
+    processes.append(spawn(new_env, tmp_path, "projector-new"))
+    await eventually(lambda: running(replay_redis, old, new), 30, "both projectors beating")
     ok(replay(env, "promote", old))
     assert f"{old} -> {new}" in ok(replay(env, "promote", new))
     assert await replay_redis.get(ACTIVE_VERSION_KEY) == new.encode()
-    # More events arrive; the old version's group has not consumed them: it lags.
-    await produce(kafka_bootstrap, topic, job_events(jobs=5, tenant_ids=("initech",)))
+    # The old projector stops, more events arrive: the old version's group lags.
+    old_projector.stop()
+    later = job_events(jobs=5, tenant_ids=("initech",))
+    await produce(kafka_bootstrap, topic, later)
+    await wait_until_caught_up(kafka_bootstrap, topic, new, len(events) + len(later))
     lagging = replay(env, "promote", old, "--max-lag", "0")
     assert lagging.returncode == 1
     assert "lags by" in lagging.stdout
+    assert f"no running projector writes version {old}" in lagging.stdout
     assert await replay_redis.get(ACTIVE_VERSION_KEY) == new.encode()
     status = ok(replay(env, "status"))
     lines = {line.split()[0]: line for line in status.splitlines()[1:]}
     assert "(active)" in lines[new]
     assert "(previous)" in lines[old]
     assert lines[old].split()[2] == str(len({(e.tenant_id, e.job_id) for e in events}))
-    assert f"{new} -> {old}" in ok(replay(env, "promote", old, "--max-lag", "0", "--force"))
+    forced = ok(replay(env, "promote", old, "--max-lag", "0", "--force"))
+    assert f"{new} -> {old}" in forced
+    assert "--force: promoting although group" in forced, "--force says what it overrides"
     assert f"{old} -> {new}" in ok(replay(env, "rollback"))
     assert await replay_redis.get(ACTIVE_VERSION_KEY) == new.encode()
+    assert await replay_redis.get(PREVIOUS_VERSION_KEY) == old.encode()
+
+
+async def running(redis: Redis, *versions: str) -> bool:
+    return all([await redis.keys(f"projection:projector:{v}:*") for v in versions])
 
 
 # --- the runbook ---------------------------------------------------------------------------
@@ -258,8 +283,11 @@ async def test_the_runbook_rebuild_verify_promote_rollback_drop_never_fails_a_re
         ok(await asyncio.to_thread(replay, v1_env, "promote", v2))
         await asyncio.sleep(1.5)  # the api trusts the active version for a second
         assert await status_of(base_url, *damaged) == 200
-        # Roll back, and forward again.
-        ok(await asyncio.to_thread(replay, v1_env, "rollback"))
+        # Roll back - to a version verify found to miss a job: only by force - and forward.
+        refused = await asyncio.to_thread(replay, v1_env, "rollback")
+        assert refused.returncode == 1
+        assert f"found 1 jobs of the active version {v2} missing in {v1}" in refused.stdout
+        ok(await asyncio.to_thread(replay, v1_env, "rollback", "--force"))
         await asyncio.sleep(1.5)
         assert await status_of(base_url, *damaged) == 404
         ok(await asyncio.to_thread(replay, v1_env, "promote", v2))
@@ -268,7 +296,7 @@ async def test_the_runbook_rebuild_verify_promote_rollback_drop_never_fails_a_re
 
         # Retire v1.
         v1_projector.stop()
-        ok(await asyncio.to_thread(replay, v1_env, "drop", v1))
+        ok(await asyncio.to_thread(replay, v1_env, "drop", v1, "--yes"))
         assert [k async for k in replay_redis.scan_iter(match=job_key_pattern(v1))] == []
         await asyncio.sleep(0.5)
     finally:

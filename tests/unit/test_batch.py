@@ -11,7 +11,7 @@ from aiokafka.errors import CommitFailedError, MessageSizeTooLargeError
 
 import projector.pipeline as pipeline_module
 from contracts.publisher import encode_event
-from devstack.data import event
+from devstack.data import STORAGE, event
 from projector.dead_letter import KafkaDeadLetters
 from projector.fold import JobRef
 from projector.intake import Record
@@ -27,12 +27,19 @@ class FakeConsumer:
     def __init__(self) -> None:
         self.commits: list[dict[TopicPartition, int]] = []
         self.seeks: list[tuple[TopicPartition, int]] = []
+        self.paused: set[TopicPartition] = set()
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
         self.commits.append(offsets)
 
     def seek(self, partition: TopicPartition, offset: int) -> None:
         self.seeks.append((partition, offset))
+
+    def pause(self, *partitions: TopicPartition) -> None:
+        self.paused.update(partitions)
+
+    def resume(self, *partitions: TopicPartition) -> None:
+        self.paused.difference_update(partitions)
 
 
 class FakeSink:
@@ -59,7 +66,7 @@ class FakeStore:
 
 
 def projector(store: FakeStore, sink: FakeSink) -> Pipeline:
-    return Pipeline(store.merge, sink, Backoff(base=0.001, cap=0.002))
+    return Pipeline(STORAGE, store.merge, sink, Backoff(base=0.001, cap=0.002))
 
 
 GOOD = encode_event(event(seq=1))
@@ -231,3 +238,66 @@ async def test_a_dead_letter_too_large_for_the_topic_is_sent_without_its_value()
     assert sent["value"] is None
     assert sent["key"] == b"k"
     assert dict(sent["headers"])["dlq.value_dropped"].startswith(b"100 bytes")
+
+
+class DeadLetterTopicAway(FakeSink):
+    """Refuses the dead letters of one partition until `open` is set."""
+
+    def __init__(self, partition: int) -> None:
+        super().__init__()
+        self.partition = partition
+        self.open = False
+        self.refused = 0
+
+    async def send(
+        self, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> None:
+        if dict(headers)["dlq.partition"] == str(self.partition).encode() and not self.open:
+            self.refused += 1
+            raise ConnectionError("dead-letter topic cannot be written")
+        await super().send(key, value, headers)
+
+
+async def test_a_dead_letter_that_cannot_be_written_holds_only_its_partition(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import projector.dead_letter_waits as waits
+
+    monkeypatch.setattr(waits, "RETRY_BASE_SECONDS", 0.01)
+    store, sink, consumer = FakeStore(), DeadLetterTopicAway(partition=1), FakeConsumer()
+    worker = projector(store, sink)
+    p0, p1 = TopicPartition("jobs", 0), TopicPartition("jobs", 1)
+    batch = [
+        record(10, GOOD, partition=0),
+        record(11, b"{poison", partition=0),
+        record(20, GOOD, partition=1),
+        record(21, b"{poison", partition=1),
+        record(22, GOOD, partition=1),
+    ]
+    await worker.handle(batch, consumer)
+    assert await worker.settle()
+    assert consumer.commits == [{p0: 12, p1: 21}], "partition 1 stops short of its poison"
+    assert consumer.paused == {p1}
+    assert (p1, 21) in consumer.seeks, "rewound to the poison record"
+    assert set(worker.dead_letters.waiting) == {p1}
+    # Partition 0 goes on while partition 1 waits.
+    await worker.handle([record(12, GOOD, partition=0)], consumer)
+    assert await worker.settle()
+    assert consumer.commits[-1] == {p0: 13}
+    sink.open = True  # the topic can be written again
+    for _ in range(200):
+        if not consumer.paused:
+            break
+        await asyncio.sleep(0.01)
+    assert consumer.paused == set(), "resumed once the dead letter was written"
+    assert worker.dead_letters.waiting == {}
+    # The records from the poison on come again: the dead letter is not written twice.
+    written_before = len(sink.sent)
+    await worker.handle(
+        [record(21, b"{poison", partition=1), record(22, GOOD, partition=1)], consumer
+    )
+    assert await worker.settle()
+    assert consumer.commits[-1] == {p1: 23}
+    assert len(sink.sent) == written_before
+    values = [value for _key, value, _headers in sink.sent]
+    assert values.count(b"{poison") == 2, "one dead letter per poison record"

@@ -202,7 +202,7 @@ def test_the_head_and_origin_are_tagged_by_the_event_that_set_them(events: list[
 
 
 @PROPERTY
-@given(event_sets(), st.randoms(use_true_random=False), st.data())
+@given(event_sets(twins=True), st.randoms(use_true_random=False), st.data())
 def test_the_fold_depends_neither_on_delivery_order_nor_on_duplicates(
     events: list[JobEvent], rnd: random.Random, data: st.DataObject
 ) -> None:
@@ -219,8 +219,8 @@ def test_the_fold_depends_neither_on_delivery_order_nor_on_duplicates(
 
 @st.composite
 def split_deliveries(draw: st.DrawFn) -> list[list[JobEvent]]:
-    """Three overlapping deliveries drawn from one job's events (ids mean the same events)."""
-    events = draw(event_sets())
+    """Three overlapping deliveries drawn from one job's events, twins among them."""
+    events = draw(event_sets(twins=True))
     memberships = draw(
         st.lists(st.sets(st.integers(0, 2), max_size=3), min_size=len(events), max_size=len(events))
     )
@@ -272,7 +272,7 @@ def fold_per_job(events: Sequence[JobEvent]) -> dict[tuple[str, str], JobState]:
 
 
 @PROPERTY
-@given(jobs_batches())
+@given(jobs_batches(twins=True))
 def test_batch_fold_gives_each_job_the_fold_of_its_own_events(events: list[JobEvent]) -> None:
     batch = BatchFold()
     for event in events:
@@ -326,6 +326,22 @@ def test_a_second_delivery_of_an_event_changes_nothing() -> None:
     assert fold(reversed(again)) == once
     for event in events:
         assert merge(once, fold([event])) == once
+
+
+def test_twins_resolve_to_the_same_job_in_every_delivery_order() -> None:
+    """The same seq and event_id, different content: the stored group that is greater wins,
+    group by group (SUCCEEDED over FAILED for the head), whatever arrived first."""
+    twin_id = "01JDQ9A7R5N4P3Q2W8K2V7T6M4"
+    succeeded = make_event(5, "succeeded", event_id=twin_id, artifacts=[artifact("a.png")])
+    failed = make_event(5, "failed", event_id=twin_id, message="boom")
+    one_way, other_way = fold([succeeded, failed]), fold([failed, succeeded])
+    assert one_way == other_way
+    assert view(one_way).status == "SUCCEEDED"
+    for order in ([succeeded, failed], [failed, succeeded]):
+        batch = BatchFold()
+        for event in order:
+            batch.add(fields_of(event))
+        assert batch.deltas() == {("acme", JOB): one_way}
 
 
 def test_a_same_seq_conflict_resolves_to_the_greater_event_id_for_every_field() -> None:

@@ -53,7 +53,7 @@ from projector.intake import (
     validate_fields,
 )
 from projector.pipeline import Backoff, Pipeline
-from tests.strategies import crockford_ulid, jobs_batches
+from tests.strategies import ANY_STORAGE, crockford_ulid, jobs_batches
 
 T = TypeVar("T")
 Outcome = Literal["dead", "event", "either"]
@@ -580,7 +580,7 @@ def validate(record: Record) -> JobEvent | str:
 def assert_fields_agree_with_the_model(value: bytes | None, outcome: JobEvent | str) -> None:
     """`parse` (`JobEvent`'s field schemas, no model) decides as the model does, on its own,
     and gives the same fields or the same reason."""
-    parsed = parse(record(value))
+    parsed = parse(record(value), ANY_STORAGE)
     assert parsed == (Poison(outcome) if isinstance(outcome, str) else fields_of(outcome))
     if value is not None:
         try:
@@ -671,7 +671,10 @@ def test_a_batch_dead_letters_exactly_the_rejected_records_and_folds_the_others(
         if isinstance(outcome, JobEvent):
             by_job[(outcome.tenant_id, outcome.job_id)].append(outcome)
 
-    for prepared in (prepare(records), run(prepare_cooperatively(records))):
+    for prepared in (
+        prepare(records, ANY_STORAGE),
+        run(prepare_cooperatively(records, ANY_STORAGE)),
+    ):
         assert [(r.offset, poison.reason) for r, poison in prepared.dead] == [
             (r.offset, outcomes[r.offset]) for r in should_die
         ]
@@ -703,7 +706,7 @@ def test_the_heaviest_values_are_sorted_without_stalling_the_batch() -> None:
     ]
     records = [record(value, n) for n, value in enumerate(heaviest)]
     started = time.process_time()
-    prepared = prepare(records)
+    prepared = prepare(records, ANY_STORAGE)
     assert time.process_time() - started < 10.0
     assert [r.offset for r, _ in prepared.dead] == [0, 1, 2, 3, 5, 6, 7]
     assert len(prepared.jobs) == 1, "duplicate keys: the last seq counts"
@@ -777,6 +780,12 @@ class Offsets:
     def seek(self, partition: TopicPartition, offset: int) -> None:
         pass
 
+    def pause(self, *partitions: TopicPartition) -> None:
+        pass
+
+    def resume(self, *partitions: TopicPartition) -> None:
+        pass
+
 
 async def merged(jobs: list[JobRef], packed: list[str]) -> list[int]:
     return [1] * len(jobs)
@@ -795,7 +804,7 @@ async def test_a_poison_record_too_large_to_dead_letter_whole_is_still_committed
 ) -> None:
     producer, offsets = AiokafkaLikeProducer(), Offsets()
     sink = KafkaDeadLetters(producer, "jobs.events.dlq")
-    worker = Pipeline(merged, sink, Backoff(base=0.001, cap=0.002))
+    worker = Pipeline(ANY_STORAGE, merged, sink, Backoff(base=0.001, cap=0.002))
     poison = record(b"[" + b"0," * 1_000_000 + b"0]", offset=7, key=key)
     await worker.handle([poison], offsets)
     assert await worker.settle(), "the batch was written, not rewound"

@@ -15,7 +15,7 @@ from starlette.types import Message, Receive, Scope, Send
 from api.metrics import ApiMetrics, RequestMetrics, route_of
 from contracts.http import JOB_ROUTE
 from contracts.publisher import encode_event
-from devstack.data import event
+from devstack.data import STORAGE, event
 from projector.fold import JobRef
 from projector.metrics import ProjectorMetrics
 from projector.pipeline import Backoff, Pipeline
@@ -44,7 +44,9 @@ async def test_events_are_counted_by_outcome() -> None:
     records.append(record(3, b"{poison"))
     records.append(record(4, encode_event(events[2])))  # a redelivery of b's event
     metrics = ProjectorMetrics()
-    worker = Pipeline(ChangesOnlyJob(a).merge, FakeSink(), Backoff(base=0.001, cap=0.002), metrics)
+    worker = Pipeline(
+        STORAGE, ChangesOnlyJob(a).merge, FakeSink(), Backoff(base=0.001, cap=0.002), metrics
+    )
     await worker.handle(records, FakeConsumer())
     assert await worker.settle()
     assert sample(metrics, "projector_events_total", outcome="applied") == 2  # a's two
@@ -60,7 +62,7 @@ async def test_event_to_visible_is_measured_from_occurred_at() -> None:
         update={"occurred_at": datetime.now(UTC) - timedelta(seconds=100)}
     )
     metrics = ProjectorMetrics()
-    worker = Pipeline(ChangesOnlyJob("").merge, FakeSink(), Backoff(), metrics)
+    worker = Pipeline(STORAGE, ChangesOnlyJob("").merge, FakeSink(), Backoff(), metrics)
     await worker.handle(
         [record(0, encode_event(recent)), record(1, encode_event(old))], FakeConsumer()
     )
@@ -88,7 +90,7 @@ class Assigned:
 
 async def test_lag_is_the_high_watermark_minus_the_commit_and_forgets_revoked_partitions() -> None:
     metrics = ProjectorMetrics()
-    worker = Pipeline(ChangesOnlyJob("").merge, FakeSink(), Backoff(), metrics)
+    worker = Pipeline(STORAGE, ChangesOnlyJob("").merge, FakeSink(), Backoff(), metrics)
     await worker.handle([record(9, encode_event(event(seq=1)), partition=0)], FakeConsumer())
     assert await worker.settle()  # partition 0 committed at 10
     await metrics.refresh_lag(Assigned({0: 25, 1: 7, 2: None}, position=3))
@@ -115,12 +117,26 @@ def test_requests_are_labelled_by_route_template_never_by_path(path: str, route:
     assert route_of(path) == route
 
 
+@pytest.mark.parametrize(
+    ("query", "route"),
+    [
+        (b"", "/v1/jobs/{id}"),
+        (b"wait=0", "/v1/jobs/{id}"),
+        (b"after_seq=3&wait=0.0", "/v1/jobs/{id}"),
+        (b"wait=20&after_seq=3", "/v1/jobs/{id}?wait"),
+        (b"after_seq=3&wait=0.5", "/v1/jobs/{id}?wait"),
+    ],
+)
+def test_long_polls_have_a_route_label_of_their_own(query: bytes, route: str) -> None:
+    assert route_of("/v1/jobs/01JDQ8Z3M4W8K2V7T6R5N4P3Q2", query) == route
+
+
 async def test_a_request_the_app_fails_counts_as_500() -> None:
     async def failing(scope: Scope, receive: Receive, send: Send) -> None:
         raise RuntimeError("boom")
 
     metrics = ApiMetrics()
-    middleware = RequestMetrics(failing, metrics)
+    middleware = RequestMetrics(failing, metrics, None)
 
     async def receive() -> Message:
         return {"type": "http.request"}

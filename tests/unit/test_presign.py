@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
@@ -376,9 +378,58 @@ def test_refreshable_credentials_are_reread_only_near_expiry() -> None:
         assert source.current().access_key == KEYS.access_key
         assert reads.call_count == 0
         clock.now = SIGNED_AT + timedelta(minutes=46)  # inside botocore's 15-minute window
-        renewed = source.current()
+        assert source.current().access_key == KEYS.access_key, "served while refreshing"
+        renewed = _eventually_not(source, KEYS.access_key)
     assert renewed.access_key == "AKIDNEXT"
     assert renewed.expires_at == clock.now + timedelta(hours=1)
+
+
+def _eventually_not(source: BotocoreCredentialSource, access_key: str) -> SigningCredentials:
+    deadline = time.monotonic() + 10
+    while (found := source.current()).access_key == access_key:
+        assert time.monotonic() < deadline, "the refresh never landed"
+        time.sleep(0.01)
+    return found
+
+
+def test_a_refresh_that_blocks_never_holds_up_signing() -> None:
+    """STS or the instance metadata service taking 2 s: URLs are signed with the credentials
+    in hand meanwhile, each in microseconds, and the new ones arrive after."""
+    clock = FakeClock(SIGNED_AT)
+    slow_refresh_started = threading.Event()
+
+    def slow_refresh() -> dict[str, str]:
+        slow_refresh_started.set()
+        time.sleep(2)
+        return {
+            "access_key": "AKIDSLOW",
+            "secret_key": KEYS.secret_key,
+            "token": TOKEN,
+            "expiry_time": (clock.now + timedelta(hours=1)).isoformat(),
+        }
+
+    credentials = RefreshableCredentials(
+        KEYS.access_key,
+        KEYS.secret_key,
+        TOKEN,
+        SIGNED_AT + timedelta(hours=1),
+        slow_refresh,
+        "test",
+        clock.datetime,
+    )
+    source = BotocoreCredentialSource(credentials, clock.timestamp)
+    presigner = Presigner(source, LOCAL.region, LOCAL.endpoint_url)
+    clock.now = SIGNED_AT + timedelta(minutes=50)  # due: botocore refreshes on the next read
+    started = time.monotonic()
+    signed = 0
+    while not slow_refresh_started.is_set() or time.monotonic() - started < 1.5:
+        one = time.monotonic()
+        presigner.presign_get(BUCKET, f"k{signed}", 900, SIGNED_AT)
+        assert time.monotonic() - one < 0.1, "a signature waited for the refresh"
+        signed += 1
+    assert presigner.credentials().access_key == KEYS.access_key, "still the old ones"
+    assert signed > 1000
+    assert _eventually_not(source, KEYS.access_key).access_key == "AKIDSLOW"
 
 
 def test_botocore_is_not_called_per_url() -> None:

@@ -7,7 +7,7 @@ from aiokafka import ConsumerRecord
 
 from contracts.job_state import encode_state
 from contracts.publisher import encode_event
-from devstack.data import event
+from devstack.data import STORAGE, event
 from projector.event_fields import fields_of
 from projector.fold import fold
 from projector.intake import Record
@@ -25,7 +25,7 @@ def stored(**fields: str) -> dict[bytes, bytes]:
 
 
 def test_an_id_in_lower_case_is_stored_upper_case_and_read_under_both_keys() -> None:
-    job = job_to_repair("acme", JOB.lower())
+    job = job_to_repair("acme", JOB.lower(), STORAGE)
 
     assert job is not None
     assert job.job_id == JOB
@@ -34,7 +34,7 @@ def test_an_id_in_lower_case_is_stored_upper_case_and_read_under_both_keys() -> 
 
 def test_an_id_in_mixed_case_is_read_under_that_key_too() -> None:
     mixed = JOB[:13] + JOB[13:].lower()
-    job = job_to_repair("acme", mixed)
+    job = job_to_repair("acme", mixed, STORAGE)
 
     assert job is not None
     assert job.keys == [JOB.encode(), JOB.lower().encode(), mixed.encode()]
@@ -44,12 +44,12 @@ def test_an_id_in_mixed_case_is_read_under_that_key_too() -> None:
 def test_input_that_names_no_job_is_refused(
     tenant: str, job_id: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert job_to_repair(tenant, job_id) is None
+    assert job_to_repair(tenant, job_id, STORAGE) is None
     assert capsys.readouterr().err.startswith("--")
 
 
 def test_only_valid_events_of_the_tenant_under_the_jobs_key_make_the_job() -> None:
-    job = job_to_repair("acme", JOB)
+    job = job_to_repair("acme", JOB, STORAGE)
     assert job is not None
     mine = [event(job_id=JOB, seq=1), event(job_id=JOB.lower(), seq=2, kind="queued")]
     records = [

@@ -8,6 +8,14 @@ from api.settings import ApiSettings
 from contracts.settings import load_or_exit, redact
 from projector.settings import ProjectorSettings
 
+SECRET_OF_32_BYTES = "0123456789abcdef0123456789abcdef"  # noqa: S105 - a test key
+
+
+@pytest.fixture(autouse=True)
+def storage_rules(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every process needs ARTIFACT_BUCKETS; the tests below break one other setting."""
+    monkeypatch.setenv("ARTIFACT_BUCKETS", "renders")
+
 
 @pytest.mark.parametrize(
     ("name", "value", "says"),
@@ -19,6 +27,11 @@ from projector.settings import ProjectorSettings
         ("KAFKA_BOOTSTRAP_SERVERS", "kafka", "host:port"),
         ("PROJECTION_VERSION", "v 2", "letters, digits"),
         ("BATCH_MAX_RECORDS", "0", "greater than or equal to 1"),
+        ("ARTIFACT_BUCKETS", "", "at least 1 character"),
+        ("ARTIFACT_BUCKETS", " , ", "name at least one bucket"),
+        ("ARTIFACT_KEY_PREFIX", "tenants/", "must hold {tenant_id} once"),
+        ("ARTIFACT_KEY_PREFIX", "tenants/{tenant_id}", "must end with '/'"),
+        ("KAFKA_SECURITY_PROTOCOL", "TLS", "PLAINTEXT"),
     ],
 )
 def test_a_bad_projector_setting_stops_with_one_line_naming_it(
@@ -38,16 +51,62 @@ def test_a_bad_projector_setting_stops_with_one_line_naming_it(
     assert says in err
 
 
-def test_the_api_needs_exactly_one_token_key(
+def test_the_api_needs_one_kind_of_token_key(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.delenv("JWT_SECRET", raising=False)
-    monkeypatch.delenv("JWT_PUBLIC_KEY", raising=False)
+    for name in ("JWT_SECRET", "JWT_PUBLIC_KEY", "JWT_JWKS_URL"):
+        monkeypatch.delenv(name, raising=False)
     with pytest.raises(SystemExit):
         load_or_exit(ApiSettings)
     assert "JWT_SECRET" in capsys.readouterr().err
-    monkeypatch.setenv("JWT_SECRET", "s")
+    monkeypatch.setenv("JWT_SECRET", SECRET_OF_32_BYTES)
     assert load_or_exit(ApiSettings).jwt_secret is not None
+    monkeypatch.setenv("JWT_JWKS_URL", "https://idp.example/.well-known/jwks.json")
+    with pytest.raises(SystemExit):
+        load_or_exit(ApiSettings)  # an HMAC secret and public keys: not both kinds
+    assert "not both kinds" in capsys.readouterr().err
+
+
+def test_an_hs256_secret_under_32_bytes_stops_the_api(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("JWT_SECRET", "short")
+    with pytest.raises(SystemExit) as stopped:
+        load_or_exit(ApiSettings)
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "JWT_SECRET must be at least 32 bytes" in err
+    assert "short" not in err
+
+
+@pytest.mark.parametrize(
+    ("settings", "says"),
+    [
+        ({"KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}, "SASL_SSL needs KAFKA_SASL_MECHANISM"),
+        (
+            {"KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "KAFKA_SASL_MECHANISM": "PLAIN"},
+            "needs KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD",
+        ),
+        ({"KAFKA_SASL_USERNAME": "u"}, "KAFKA_SASL_* given"),
+        ({"KAFKA_SSL_CAFILE": __file__}, "KAFKA_SSL_* given"),
+        ({"KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_SSL_CAFILE": "/no/such/ca.pem"}, "no such file"),
+        ({"KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_SSL_CERTFILE": __file__}, "go together"),
+    ],
+)
+def test_an_incomplete_kafka_security_stops_with_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    settings: dict[str, str],
+    says: str,
+) -> None:
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit):
+        load_or_exit(ProjectorSettings)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert says in err
 
 
 def test_the_group_and_dead_letter_topic_follow_the_settings(

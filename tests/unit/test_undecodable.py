@@ -24,7 +24,7 @@ from faststream.kafka import KafkaBroker
 
 from contracts.events import JobEvent
 from contracts.publisher import encode_event
-from devstack.data import event
+from devstack.data import STORAGE, event
 from projector.event_fields import fields_of
 from projector.intake import Poison, parse
 from projector.kafka.lenient import (
@@ -316,10 +316,12 @@ def test_validation_turns_an_undecodable_record_into_its_reason() -> None:
     data = encode_batch([(b"key", value, [(BAD_KEY, b"v")]), (b"key", value, [])])
     bad, same_but_decodable = lenient_records(data)
     assert type(bad) is UndecodableRecord
-    assert parse(replace(same_but_decodable, offset=0)) == fields_of(
+    assert parse(replace(same_but_decodable, offset=0), STORAGE) == fields_of(
         JobEvent.model_validate_json(bad.value)
     )
-    assert parse(bad) == Poison(bad.reason), "an event, but for a header key breaking the protocol"
+    assert parse(bad, STORAGE) == Poison(bad.reason), (
+        "an event, but for a header key breaking the protocol"
+    )
 
 
 # --- the consumer and FastStream ------------------------------------------------------------
