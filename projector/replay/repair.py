@@ -52,7 +52,7 @@ from contracts.redis_client import AnyRedis
 from contracts.storage import StorageRules
 from projector.dead_letter import one_line
 from projector.event_fields import EventFields
-from projector.fold import fold, merge
+from projector.fold import Rank, fold, head_rank, origin_rank
 from projector.intake import Poison, Record, parse
 from projector.redis_client import connect_redis
 from projector.replay.confirm import confirmed
@@ -308,21 +308,27 @@ def stored_differences(stored: Mapping[bytes, bytes], recomputed: JobState) -> l
 
 
 def newer_groups(stored: Mapping[bytes, bytes], recomputed: JobState) -> list[str]:
-    """The groups where Redis ranks above the recomputed state (the fold's own order); none
-    for a hash that does not decode (nothing in it can be trusted as newer)."""
+    """The groups Redis holds from an event that ranks above the recomputed group's (the
+    fold's order, by tag: an event the topic read did not give); none for a hash that does
+    not decode. The same tag with other content - damage, or a twin - is not newer."""
     text = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in stored.items()}
     try:
         current = decode_state(text)
     except ValueError:
         return []
-    merged = merge(current, recomputed)
-    return [
-        name
-        for name, kept, recomputed_group in zip(
-            ("head", "origin", "public event"), merged, recomputed, strict=True
-        )
-        if kept != recomputed_group
+    tags: list[tuple[str, Rank | None, Rank | None]] = [
+        ("head", _tag(head_rank, current.head), _tag(head_rank, recomputed.head)),
+        ("origin", _tag(origin_rank, current.origin), _tag(origin_rank, recomputed.origin)),
+        ("public event", _tag(head_rank, current.public), _tag(head_rank, recomputed.public)),
     ]
+    return [
+        name for name, kept, topic in tags if kept is not None and (topic is None or kept > topic)
+    ]
+
+
+def _tag(rank: Any, group: Any) -> Rank | None:
+    """The (seq, event_id) part of a group's rank."""
+    return None if group is None else rank(group)[:2]
 
 
 def _raw(value: str | None) -> str:

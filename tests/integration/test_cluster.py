@@ -383,7 +383,7 @@ async def test_replay_verify_and_drop_work_across_the_nodes(
     assert all(before.values()), "the dropped version had keys on every node"
     kept = await keys_per_node(nodes, projected.active)
     projected.projectors[projected.other].stop()
-    dropped = ok(await asyncio.to_thread(replay, env, "drop", projected.other))
+    dropped = ok(await asyncio.to_thread(replay, env, "drop", projected.other, "--yes"))
 
     assert f"{sum(len(keys) for keys in before.values())} keys removed" in dropped
     assert await keys_per_node(nodes, projected.other) == {port: set() for port in nodes}

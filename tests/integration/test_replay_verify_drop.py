@@ -28,7 +28,7 @@ from contracts.job_state import (
     public_value,
 )
 from devstack import create_topics
-from devstack.data import event
+from devstack.data import BUCKETS, event
 from devstack.services import REPO
 from projector.fold import JobRef
 from projector.replay import drop, verify
@@ -114,6 +114,7 @@ def settings_for(bootstrap: str, redis_url: str, topic: str) -> ProjectorSetting
         redis_url=redis_url,
         kafka_topic=topic,
         kafka_group_id="jobs-projector",
+        artifact_buckets=",".join(BUCKETS),
     )
 
 
@@ -135,7 +136,7 @@ async def run_verify(
 
 
 async def run_drop(settings: ProjectorSettings, version: str) -> int:
-    return await drop.command(settings, argparse.Namespace(version=version))
+    return await drop.command(settings, argparse.Namespace(version=version, force=False, yes=True))
 
 
 async def write_versions(
@@ -409,7 +410,7 @@ async def test_verify_and_drop_through_the_command_line(
     assert equal.returncode == 0, equal.stdout + equal.stderr
     assert "0 jobs compared" in equal.stdout
 
-    dropped = replay(env, "drop", target)
+    dropped = replay(env, "drop", target, "--yes")
     assert dropped.returncode == 0, dropped.stderr
     assert f"dropped {target}: 49 keys removed" in dropped.stdout
     assert await keys_of(db, target) == 0

@@ -150,8 +150,13 @@ async def test_a_broker_certificate_the_ca_does_not_sign_stops_the_projector_wit
     tls_kafka: TlsKafka, redis_url: str, tmp_path: Path
 ) -> None:
     stranger = TestCa(tmp_path, "stranger")
-    env = tls_kafka.env | {"KAFKA_SSL_CAFILE": str(stranger.cafile), "REDIS_URL": redis_url}
-    done = run(["-m", "projector", "run"], env)
+    env = tls_kafka.env | {
+        "KAFKA_SSL_CAFILE": str(stranger.cafile),
+        "REDIS_URL": redis_url,
+        "ARTIFACT_BUCKETS": "renders",
+    }
+    # In a thread: the proxy runs on this test's event loop.
+    done = await asyncio.to_thread(run, ["-m", "projector", "run"], env)
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
     (line,) = done.stderr.strip().splitlines()
@@ -165,8 +170,9 @@ async def test_a_plaintext_client_does_not_reach_the_tls_broker(
     env = {
         "KAFKA_BOOTSTRAP_SERVERS": tls_kafka.env["KAFKA_BOOTSTRAP_SERVERS"],
         "REDIS_URL": redis_url,
+        "ARTIFACT_BUCKETS": "renders",
     }
-    done = run(["-m", "projector", "run"], env)
+    done = await asyncio.to_thread(run, ["-m", "projector", "run"], env)
     assert done.returncode == 2
     assert "configuration error: KAFKA_BOOTSTRAP_SERVERS=" in done.stderr
 
