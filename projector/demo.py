@@ -6,6 +6,10 @@ one time in ten, failed) through the contracts publisher at `--rate` events per 
 event-to-visible latency is real). A small share of events is sent twice, as an at-least-once
 producer does, and shows up as the projector's `duplicate` outcome.
 
+Before publishing a `succeeded` event it uploads the renders the event names (a 1x1 PNG each)
+to `ARTIFACT_BUCKET` (default renders), so that the api's presigned URLs fetch an object: when
+`S3_ENDPOINT_URL` is set or boto3 finds AWS credentials; otherwise it logs once that it does not.
+
 `--print-token` prints a bearer token for `--tenant` signed with `JWT_SECRET` and exits: run
 it in the api's container to get a token that the api accepts.
 """
@@ -19,20 +23,30 @@ import logging
 import os
 import random
 import signal
+import struct
 import time
+import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import boto3
+from botocore.config import Config
+from pydantic import Field
 from ulid import ULID
 
 from contracts.events import JobEvent
 from contracts.publisher import JobEventPublisher
 from contracts.settings import KafkaSettings, load_or_exit
 
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
 STEPS = ("created", "queued", "stage", "stage", "stage")
 TICK_SECONDS = 0.1
 BUCKET = "renders"
+UPLOADS_AT_ONCE = 8
 
 log = logging.getLogger("projector.demo")
 
@@ -41,9 +55,30 @@ def new_ulid() -> str:
     return str(ULID())
 
 
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    crc = zlib.crc32(kind + data)
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+
+def tiny_png() -> bytes:
+    """A valid 1x1 PNG (8-bit RGB, one blue pixel): what every demo render holds."""
+    header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)  # width, height, depth, RGB, ...
+    pixels = zlib.compress(b"\x00" + bytes((0x2B, 0x6C, 0xB0)))  # filter byte, then R G B
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", pixels)
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+PNG = tiny_png()
+
+
 @dataclass
 class DemoJob:
     tenant: str
+    bucket: str = BUCKET
     job_id: str = field(default_factory=new_ulid)
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     kinds: tuple[str, ...] = field(
@@ -71,7 +106,7 @@ class DemoJob:
             "message": f"{kind} ({seq})",
             "artifacts": [
                 {
-                    "bucket": BUCKET,
+                    "bucket": self.bucket,
                     "key": f"tenants/{self.tenant}/{self.job_id}/look-{i}.png",
                     "kind": "on_model_render",
                     "role": "final",
@@ -92,9 +127,12 @@ class DemoJob:
 class Traffic:
     """The events of one tick: a random job in flight moves one step (or repeats its last)."""
 
-    def __init__(self, tenant: str, jobs: int, duplicate_ratio: float) -> None:
+    def __init__(
+        self, tenant: str, jobs: int, duplicate_ratio: float, bucket: str = BUCKET
+    ) -> None:
         self.tenant = tenant
-        self.jobs = [DemoJob(tenant) for _ in range(jobs)]
+        self.bucket = bucket
+        self.jobs = [DemoJob(tenant, bucket) for _ in range(jobs)]
         self.duplicate_ratio = duplicate_ratio
         self.first_finished: str | None = None
 
@@ -109,13 +147,66 @@ class Traffic:
             events.append(job.next_event())
             if job.done:
                 self.first_finished = self.first_finished or job.job_id
-                self.jobs[i] = DemoJob(self.tenant)
+                self.jobs[i] = DemoJob(self.tenant, self.bucket)
         return events
 
 
 class DemoSettings(KafkaSettings):
     kafka_topic: str = "jobs.events"
     kafka_idempotent_producer: bool = False
+    # Where the renders of `succeeded` events are uploaded (one of the api's ARTIFACT_BUCKETS).
+    artifact_bucket: str = Field(default=BUCKET, min_length=1)
+    s3_endpoint_url: str | None = None
+    aws_region: str | None = None
+
+
+class ArtifactUploader:
+    """Puts the objects that `succeeded` events name, before the events are published."""
+
+    def __init__(self, client: S3Client | None) -> None:
+        self._client = client
+        self._slots = asyncio.Semaphore(UPLOADS_AT_ONCE)
+
+    @classmethod
+    def from_settings(cls, settings: DemoSettings) -> ArtifactUploader:
+        session = boto3.session.Session()
+        if settings.s3_endpoint_url is None and session.get_credentials() is None:
+            log.info(
+                "no S3_ENDPOINT_URL and no AWS credentials: the renders that succeeded events "
+                "name are not uploaded (their presigned URLs will find no object)"
+            )
+            return cls(None)
+        client = session.client(
+            "s3",
+            endpoint_url=settings.s3_endpoint_url,
+            region_name=settings.aws_region or session.region_name or "us-east-1",
+            # Path style: MinIO and other S3-compatible endpoints serve it without DNS names.
+            config=Config(s3={"addressing_style": "path"}, max_pool_connections=UPLOADS_AT_ONCE),
+        )
+        log.info(
+            "uploading the renders of succeeded events to %s",
+            settings.s3_endpoint_url or "AWS S3",
+        )
+        return cls(client)
+
+    async def upload(self, events: Iterable[JobEvent]) -> None:
+        """Uploads every artifact the `succeeded` events among `events` name."""
+        if self._client is None:
+            return
+        objects = {
+            (artifact.bucket, artifact.key)
+            for event in events
+            if event.kind == "succeeded"
+            for artifact in event.artifacts
+        }
+        await asyncio.gather(*(self._put(bucket, key) for bucket, key in objects))
+
+    async def _put(self, bucket: str, key: str) -> None:
+        assert self._client is not None
+        async with self._slots:  # boto3 blocks: in threads, as many as the connection pool
+            await asyncio.to_thread(
+                self._client.put_object, Bucket=bucket, Key=key, Body=PNG, ContentType="image/png"
+            )
 
 
 def bearer_token(tenant: str, secret: str, hours: int = 24) -> str:
@@ -130,8 +221,9 @@ async def produce(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):  # PID 1 in a container ignores SIGTERM else
         loop.add_signal_handler(signum, stop.set)
-    traffic = Traffic(args.tenant, args.jobs, args.duplicate_ratio)
     settings = load_or_exit(DemoSettings)
+    traffic = Traffic(args.tenant, args.jobs, args.duplicate_ratio, settings.artifact_bucket)
+    uploader = ArtifactUploader.from_settings(settings)
     kafka, topic = settings.kafka, settings.kafka_topic
     sent, owed, announced = 0, 0.0, False
     started = next_report = loop.time()
@@ -147,6 +239,7 @@ async def produce(args: argparse.Namespace) -> None:
             owed += args.rate * TICK_SECONDS
             batch = traffic.take(int(owed))
             owed -= len(batch)
+            await uploader.upload(batch)  # the objects first: a finished job's URLs work at once
             await publisher.publish_many(batch)
             sent += len(batch)
             if not announced and traffic.first_finished and os.environ.get("JWT_SECRET"):
