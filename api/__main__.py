@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import tempfile
+from pathlib import Path
 
 import uvicorn
 
@@ -36,6 +39,8 @@ def main() -> None:
         config_error(f"REDIS_URL={redact(settings.redis_url)}: {problem.reason}")
     if problem is not None:
         log.warning("Redis does not answer yet (%s): 503 until it does", problem.reason)
+    if settings.api_workers > 1:
+        share_metrics_between_workers()
     uvicorn.run(
         "api.app:create_app",
         factory=True,
@@ -49,6 +54,17 @@ def main() -> None:
         log_config=logging_config(),
         log_level="info",
     )
+
+
+def share_metrics_between_workers() -> None:
+    """Workers are processes of their own: their samples go to files in
+    PROMETHEUS_MULTIPROC_DIR, which any worker's /metrics sums. Set before the workers start
+    (they read it when they import prometheus_client); emptied, so that no dead worker's
+    samples of an earlier run count."""
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="api-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+    for stale in Path(folder).glob("*.db"):
+        stale.unlink()
 
 
 if __name__ == "__main__":

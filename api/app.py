@@ -36,8 +36,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     presigner = Presigner.from_boto3(None, settings.aws_region, settings.s3_endpoint_url)
     metrics = ApiMetrics()
     access_log = AccessLog() if settings.api_access_log else None
-    waiters = WaiterLimits(settings.api_max_waiters, settings.api_max_waiters_per_tenant)
-    metrics.long_polls.set_function(lambda: waiters.held)
+    waiters = WaiterLimits(
+        settings.api_max_waiters, settings.api_max_waiters_per_tenant, metrics.long_polls.set
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

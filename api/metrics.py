@@ -9,6 +9,7 @@ wait the client asked for, and would drown the read latency.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from typing import Any
@@ -21,17 +22,24 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.access_log import AccessLog
 from api.errors import PUBLIC_PATHS
-from contracts.build import register_build_info
+from contracts.build import register_build_info, register_runtime_collectors
 from contracts.http import JOB_ROUTE, JOBS_PATH
 
 # A read takes a fraction of a millisecond; a long-poll up to 25 s.
 REQUEST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 25)
 # One presigned URL: a few microseconds.
 PRESIGN_BUCKETS = (2e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3)
+
+
+def multiprocess_dir() -> str | None:
+    """Where the workers of `API_WORKERS > 1` keep their samples (prometheus_client's
+    multiprocess mode, chosen when it is imported): any worker's scrape sums them all."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
 class ApiMetrics:
@@ -63,8 +71,11 @@ class ApiMetrics:
             "api_long_polls",
             "Long-polls held at this moment (API_MAX_WAITERS caps them).",
             registry=self.registry,
+            multiprocess_mode="livesum",
         )
         register_build_info("api", self.registry)
+        if multiprocess_dir() is None:  # one process: its own runtime; else per worker, apart
+            register_runtime_collectors(self.registry)
 
     def observe_request(self, route: str, status: int, seconds: float) -> None:
         child = self._observers.get((route, status))
@@ -73,7 +84,11 @@ class ApiMetrics:
         child.observe(seconds)
 
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        if multiprocess_dir() is None:
+            return generate_latest(self.registry)
+        workers = CollectorRegistry()
+        MultiProcessCollector(workers)  # type: ignore[no-untyped-call]  # untyped upstream
+        return generate_latest(workers)
 
 
 LONG_POLL_ROUTE = JOB_ROUTE + "?wait"

@@ -6,7 +6,7 @@ have; one tenant's pollers cannot take every place."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 
@@ -15,9 +15,12 @@ class TooManyWaiters(Exception):
 
 
 class WaiterLimits:
-    def __init__(self, total: int, per_tenant: int) -> None:
+    def __init__(
+        self, total: int, per_tenant: int, on_change: Callable[[int], None] | None = None
+    ) -> None:
         self.total = total
         self.per_tenant = per_tenant
+        self._on_change = on_change  # told the number held after each change (a gauge)
         self._held = 0
         self._by_tenant: Counter[str] = Counter()
 
@@ -33,6 +36,7 @@ class WaiterLimits:
             raise TooManyWaiters()
         self._held += 1
         self._by_tenant[tenant_id] += 1
+        self._changed()
         try:
             yield
         finally:
@@ -40,3 +44,8 @@ class WaiterLimits:
             self._by_tenant[tenant_id] -= 1
             if not self._by_tenant[tenant_id]:
                 del self._by_tenant[tenant_id]
+            self._changed()
+
+    def _changed(self) -> None:
+        if self._on_change is not None:
+            self._on_change(self._held)

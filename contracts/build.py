@@ -5,7 +5,14 @@ from __future__ import annotations
 import platform
 from importlib.metadata import PackageNotFoundError, version
 
-from prometheus_client import CollectorRegistry, Info, disable_created_metrics
+from prometheus_client import (
+    CollectorRegistry,
+    Gauge,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+)
 
 DISTRIBUTION = "jobs-read-model"
 
@@ -22,7 +29,19 @@ def package_version() -> str:
 
 
 def register_build_info(process: str, registry: CollectorRegistry) -> None:
-    """`<process>_build_info{version, python}` = 1, the Prometheus convention."""
-    Info(f"{process}_build", f"The {process}'s build.", registry=registry).info(
-        {"version": package_version(), "python": platform.python_version()}
-    )
+    """`<process>_build_info{version, python}` = 1, the Prometheus convention. A gauge rather
+    than an Info: it also works in multiprocess mode (the api's workers)."""
+    Gauge(
+        f"{process}_build_info",
+        f"The {process}'s build.",
+        ["version", "python"],
+        registry=registry,
+        multiprocess_mode="max",
+    ).labels(package_version(), platform.python_version()).set(1)
+
+
+def register_runtime_collectors(registry: CollectorRegistry) -> None:
+    """`process_*` (CPU, memory, file descriptors) and `python_gc_*` of this process."""
+    ProcessCollector(registry=registry)
+    GCCollector(registry=registry)
+    PlatformCollector(registry=registry)

@@ -57,7 +57,9 @@ def create_app(
     )
     consume_leniently(broker)  # records aiokafka cannot decode become poison, not a stall
     late = _Late()
-    metrics = metrics or ProjectorMetrics()
+    metrics = metrics or ProjectorMetrics(
+        version=settings.projection_version, group=settings.group_id
+    )
 
     subscriber = broker.subscriber(
         settings.kafka_topic,

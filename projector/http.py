@@ -63,10 +63,13 @@ def health_routes(
     async def healthz() -> AsgiResponse:
         return _json(200, {"status": "ok"})
 
-    async def readyz() -> AsgiResponse:
+    async def failing() -> dict[str, str]:
         names = list(checks)
         results = await asyncio.gather(*(_failure(checks[name]) for name in names))
-        reasons = {name: reason for name, reason in zip(names, results, strict=True) if reason}
+        return {name: reason for name, reason in zip(names, results, strict=True) if reason}
+
+    async def readyz() -> AsgiResponse:
+        reasons = await failing()
         if reasons:
             body = {"status": "not ready", "failing": list(reasons), "reasons": reasons}
             return _json(503, body)
@@ -78,6 +81,7 @@ def health_routes(
 
     async def scrape() -> AsgiResponse:
         await metrics.refresh_lag(consumer())
+        metrics.ready.set(0 if await failing() else 1)
         return AsgiResponse(
             generate_latest(metrics.registry), 200, headers={"Content-Type": CONTENT_TYPE_LATEST}
         )

@@ -17,7 +17,7 @@ from aiokafka import TopicPartition
 from aiokafka.errors import IllegalStateError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from contracts.build import register_build_info
+from contracts.build import register_build_info, register_runtime_collectors
 from projector.batch import PreparedBatch
 from projector.pipeline import BatchOutcome
 
@@ -38,54 +38,78 @@ class Assignment(Protocol):
 
 
 class ProjectorMetrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    """Every projector series carries `version` (the projection version it writes) and
+    `group` (its consumer group): projectors of two versions side by side, during a rebuild,
+    stay apart in one Prometheus."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        version: str = "v1",
+        group: str = "jobs-projector.v1",
+    ) -> None:
         self.registry = registry or CollectorRegistry()
+        whose = {"version": version, "group": group}
+        self._whose = whose
+        labels = list(whose)
         events = Counter(
             "projector_events_total",
             "Events consumed, by outcome: applied (merged, changing the job), duplicate "
             "(merged, changing nothing: a redelivery or a superseded event), dead_lettered.",
-            ["outcome"],
+            ["outcome", *labels],
             registry=self.registry,
         )
-        self._applied = events.labels("applied")
-        self._duplicate = events.labels("duplicate")
-        self._dead_lettered = events.labels("dead_lettered")
+        self._applied = events.labels(outcome="applied", **whose)
+        self._duplicate = events.labels(outcome="duplicate", **whose)
+        self._dead_lettered = events.labels(outcome="dead_lettered", **whose)
         self._batch_seconds = Histogram(
             "projector_batch_seconds",
             "A batch from its hand-over by the consumer to its commit (validate, fold, "
             "dead-letter, merge into Redis, commit).",
+            labels,
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
-        )
+        ).labels(**whose)
         self._event_to_visible = Histogram(
             "projector_event_to_visible_seconds",
             "From an event's occurred_at to its merge confirmed by Redis (a sample of each batch).",
+            labels,
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
-        )
+        ).labels(**whose)
         self._lag = Gauge(
             "projector_consumer_lag",
             "Events on the partition not yet committed by this projector: the high "
             "watermark of the last fetch minus the committed offset.",
-            ["partition"],
+            ["partition", *labels],
             registry=self.registry,
         )
         self._dead_letter_failures = Counter(
             "projector_dead_letter_failures",
             "Dead letters the broker did not take; their partition waits and retries them.",
+            labels,
             registry=self.registry,
-        )
+        ).labels(**whose)
         self.paused_partitions = Gauge(
             "projector_paused_partitions",
             "Partitions waiting for a dead letter that cannot be written (the others go on).",
+            labels,
             registry=self.registry,
-        )
+        ).labels(**whose)
         self.retrying_batches = Gauge(
             "projector_retrying_batches",
             "Batches whose merge or commit failed and is being retried (Redis or Kafka away).",
+            labels,
             registry=self.registry,
-        )
+        ).labels(**whose)
+        self.ready = Gauge(
+            "projector_ready",
+            "1 when /readyz answers 200, 0 otherwise; evaluated at each scrape.",
+            labels,
+            registry=self.registry,
+        ).labels(**whose)
         register_build_info("projector", self.registry)
+        register_runtime_collectors(self.registry)
         self._committed: dict[TopicPartition, int] = {}
 
     def batch_committed(
@@ -122,7 +146,9 @@ class ProjectorMetrics:
                     done = await asyncio.wait_for(consumer.position(tp), POSITION_WAIT_SECONDS)
                 except (TimeoutError, IllegalStateError):  # revoked meanwhile, or resetting
                     continue
-            self._lag.labels(str(tp.partition)).set(max(0, highwater - done))
+            self._lag.labels(partition=str(tp.partition), **self._whose).set(
+                max(0, highwater - done)
+            )
 
 
 def consumer_of(subscriber: Any) -> Assignment | None:

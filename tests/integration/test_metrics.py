@@ -56,6 +56,8 @@ async def scrape(port: int) -> Samples:
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:
+    if name.startswith("projector_") and not name.startswith("projector_build"):
+        labels = {"version": "v1", "group": "jobs-projector.v1"} | labels
     return samples[name].get(tuple(sorted(labels.items())), 0.0)
 
 
@@ -124,6 +126,11 @@ async def test_metrics_count_real_traffic(
     assert {dict(labels)["partition"] for labels in lag} == {"0", "1", "2", "3"}
     assert set(lag.values()) == {0.0}, "everything is committed"
     assert value(seen, "projector_build_info", python=_python(seen), version=_version(seen)) == 1
+    assert value(seen, "projector_ready") == 1
+    assert value(seen, "projector_paused_partitions") == 0
+    assert value(seen, "projector_retrying_batches") == 0
+    assert value(seen, "process_resident_memory_bytes") > 0, "the process collectors"
+    assert "python_gc_collections_total" in seen
 
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{api.port}", timeout=10) as client:
         headers = {"Authorization": f"Bearer {token()}"}
@@ -146,6 +153,37 @@ async def test_metrics_count_real_traffic(
     assert value(served, "api_presign_seconds_count") == 5 * 2 * 2
     assert 0 < value(served, "api_presign_seconds_sum") < 0.1
     assert any(labels for labels in served["api_build_info"])
+    assert value(served, "process_resident_memory_bytes") > 0
+    assert value(served, "api_long_polls") == 0
+
+
+async def test_with_several_api_workers_any_scrape_counts_every_worker(
+    stack: Stack, own_redis: LocalProcess, tmp_path: Path, processes: list[LocalProcess]
+) -> None:
+    env = {**stack.env(), "REDIS_URL": f"redis://127.0.0.1:{own_redis.port}/0"}
+    multiproc = tmp_path / "prometheus"
+    multiproc.mkdir()
+    workers = {"API_WORKERS": "3", "PROMETHEUS_MULTIPROC_DIR": str(multiproc)}
+    api = start_api(env | {"JWT_SECRET": SECRET} | workers, tmp_path)
+    processes.append(api)
+    headers = {"Authorization": f"Bearer {token()}"}
+    requests = 60
+    limits = httpx.Limits(max_keepalive_connections=0)  # a new connection each: any worker
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{api.port}", timeout=10, limits=limits
+    ) as client:
+        for _ in range(requests):
+            assert (await client.get(f"/v1/jobs/{ulid()}", headers=headers)).status_code == 404
+        counts = []
+        for _ in range(5):  # scrapes answered by whichever worker accepts
+            answer = await client.get("/metrics")
+            samples = parse(answer.text)
+            counts.append(
+                value(samples, "api_request_seconds_count", route="/v1/jobs/{id}", status="404")
+            )
+    assert counts == [requests] * 5, counts
+    served_by = {path.name for path in multiproc.glob("histogram_*.db")}
+    assert len(served_by) > 1, f"the requests went to one worker only: {served_by}"
 
 
 def _version(samples: Samples) -> str:

@@ -23,6 +23,8 @@ from tests.unit.test_batch import FakeConsumer, FakeSink, record
 
 
 def sample(metrics: ProjectorMetrics | ApiMetrics, name: str, **labels: str) -> float:
+    if isinstance(metrics, ProjectorMetrics):  # every projector series names its version
+        labels = {"version": "v1", "group": "jobs-projector.v1"} | labels
     found = metrics.registry.get_sample_value(name, labels)
     return 0.0 if found is None else found
 
