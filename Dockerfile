@@ -1,6 +1,7 @@
 # One image for every process of the service; the command picks the process:
 #   python -m projector run      the consumer
 #   python -m api                the HTTP reader
+# With the `otel` extra: traces go out when OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_TRACES_EXPORTER) is set.
 # It runs on a read-only root filesystem: the bytecode is compiled here, at build time, and the
 # processes write no file (with API_WORKERS > 1, mount a writable PROMETHEUS_MULTIPROC_DIR).
 FROM python:3.11-slim AS build
@@ -8,11 +9,11 @@ COPY --from=ghcr.io/astral-sh/uv:0.9 /uv /usr/local/bin/uv
 WORKDIR /app
 ENV UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy UV_PROJECT_ENVIRONMENT=/app/.venv
 COPY pyproject.toml uv.lock README.md ./
-RUN uv sync --frozen --no-dev --no-install-project
+RUN uv sync --frozen --no-dev --extra otel --no-install-project
 COPY contracts ./contracts
 COPY projector ./projector
 COPY api ./api
-RUN uv sync --frozen --no-dev
+RUN uv sync --frozen --no-dev --extra otel
 # The project is installed editable (its sources stay in /app), where UV_COMPILE_BYTECODE does
 # not reach: compile them too. checked-hash: valid whatever the files' timestamps become.
 RUN python -m compileall -q --invalidation-mode checked-hash contracts projector api

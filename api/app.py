@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from opentelemetry.trace import TracerProvider
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.access_log import AccessLog
@@ -28,10 +29,16 @@ from api.render import BodyCache
 from api.routes import router
 from api.settings import ApiSettings
 from api.waiters import TooManyWaiters, WaiterLimits
+from contracts.tracing import configure_tracing, tracer_of
 
 
-def create_app(settings: ApiSettings | None = None) -> FastAPI:
+def create_app(
+    settings: ApiSettings | None = None, tracer_provider: TracerProvider | None = None
+) -> FastAPI:
     settings = settings or ApiSettings()
+    if tracer_provider is None:
+        configure_tracing("jobs-api")
+    tracer = tracer_of("api", tracer_provider)
     verifier = TokenVerifier(jwt_config(settings))
     presigner = Presigner.from_boto3(None, settings.aws_region, settings.s3_endpoint_url)
     metrics = ApiMetrics()
@@ -45,7 +52,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         redis = LazyRedis(settings.redis_url)  # a server or a cluster, told on first use
         notifier = ChangeNotifier(redis)
         app.state.services = Services(
-            reader=JobReader(redis, settings.active_version_ttl_seconds),
+            reader=JobReader(redis, settings.active_version_ttl_seconds, tracer),
             verifier=verifier,
             presigner=presigner,
             notifier=notifier,
@@ -82,7 +89,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.include_router(router)
     app.add_middleware(FastJobReads)
     # Added last: outermost, it times and logs everything.
-    app.add_middleware(RequestMetrics, metrics=metrics, access_log=access_log)
+    app.add_middleware(RequestMetrics, metrics=metrics, access_log=access_log, tracer=tracer)
     app.add_exception_handler(Unauthenticated, on_unauthenticated)
     app.add_exception_handler(TooManyWaiters, on_too_many_waiters)
     for unavailable in UNAVAILABLE_ERRORS:

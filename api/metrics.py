@@ -14,6 +14,8 @@ import re
 import time
 from typing import Any
 
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Tracer
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -29,6 +31,7 @@ from api.access_log import AccessLog
 from api.errors import PUBLIC_PATHS
 from contracts.build import register_build_info, register_runtime_collectors
 from contracts.http import JOB_ROUTE, JOBS_PATH
+from contracts.tracing import context_of
 
 # A read takes a fraction of a millisecond; a long-poll up to 25 s.
 REQUEST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 25)
@@ -117,10 +120,17 @@ class RequestMetrics:
     CONTRACT §5). The entrance that verified a token leaves its tenant in the scope's state
     (`remember_tenant`)."""
 
-    def __init__(self, app: ASGIApp, metrics: ApiMetrics, access_log: AccessLog | None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: ApiMetrics,
+        access_log: AccessLog | None,
+        tracer: Tracer | None = None,
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.access_log = access_log
+        self.tracer = tracer  # a span per request, continuing the client's `traceparent`
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -139,15 +149,35 @@ class RequestMetrics:
                 status = message["status"]
             await send(message)
 
+        route = route_of(path, scope.get("query_string", b""))
+        span = None if self.tracer is None else self._span(scope, route)
         try:
-            await self.app(scope, receive, send_and_note)
+            if span is None:
+                await self.app(scope, receive, send_and_note)
+            else:
+                with trace.use_span(span, end_on_exit=False):
+                    await self.app(scope, receive, send_and_note)
         finally:
             seconds = time.perf_counter() - started
-            route = route_of(path, scope.get("query_string", b""))
             self.metrics.observe_request(route, status, seconds)
             if self.access_log is not None:
                 tenant = scope.get("state", {}).get(TENANT_STATE)
                 self.access_log.request(scope["method"], route, status, tenant, seconds)
+            if span is not None:
+                span.set_attribute("http.response.status_code", status)
+                span.end()
+
+    def _span(self, scope: Scope, route: str) -> Span:
+        assert self.tracer is not None
+        traceparent = next(
+            (value for name, value in scope["headers"] if name == b"traceparent"), None
+        )
+        return self.tracer.start_span(
+            f"{scope['method']} {route}",
+            context=context_of(traceparent),
+            kind=SpanKind.SERVER,
+            attributes={"http.request.method": scope["method"], "http.route": route},
+        )
 
     async def _scrape(self, send: Send) -> None:
         body = self.metrics.exposition()

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from opentelemetry.trace import SpanKind, Tracer
 from redis.exceptions import RedisError
 
 from api.redis_client import POOL_CONNECTIONS, LazyRedis
@@ -39,8 +40,11 @@ class StoredJobFields:
 
 
 class JobReader:
-    def __init__(self, redis: LazyRedis, version_ttl: float = 1.0) -> None:
+    def __init__(
+        self, redis: LazyRedis, version_ttl: float = 1.0, tracer: Tracer | None = None
+    ) -> None:
         self.redis = redis
+        self._tracer = tracer  # a child span per job read, under the request's
         self._version_ttl = version_ttl
         self._version = DEFAULT_VERSION
         self._version_until = 0.0
@@ -83,6 +87,14 @@ class JobReader:
 
     async def read(self, tenant_id: str, job_id: str) -> StoredJobFields:
         """The job's hash fields (empty when absent, or when it is another tenant's)."""
+        if self._tracer is None:
+            return await self._read(tenant_id, job_id)
+        with self._tracer.start_as_current_span(
+            "redis HGETALL", kind=SpanKind.CLIENT, attributes={"db.system.name": "redis"}
+        ):
+            return await self._read(tenant_id, job_id)
+
+    async def _read(self, tenant_id: str, job_id: str) -> StoredJobFields:
         version = await self.active_version()
         redis = self.redis.client or await self.redis.connect()
         await self._take_turn()

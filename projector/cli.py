@@ -9,6 +9,7 @@ import sys
 
 from contracts.logs import configure_logging
 from contracts.settings import config_error, load_or_exit
+from contracts.tracing import configure_tracing
 from projector.batch import tune_garbage_collector
 from projector.preflight import check_or_exit, listen_or_exit, projector_problems
 from projector.replay import cli as replay_cli
@@ -41,6 +42,7 @@ async def run(settings: ProjectorSettings) -> None:
     if problems := await projector_problems(settings):
         config_error("; ".join(problems))
     listening = listen_or_exit(settings.projector_http_host, settings.projector_http_port)
+    configure_tracing("jobs-projector")
     app = create_app(settings)
     tune_garbage_collector()
     config = uvicorn.Config(

@@ -36,8 +36,11 @@ from typing import Any, Protocol, TypeVar
 
 from aiokafka import TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
+from opentelemetry.trace import Span, SpanKind, Tracer, TracerProvider
+from opentelemetry.util.types import AttributeValue
 
 from contracts.storage import StorageRules
+from contracts.tracing import TRACEPARENT, link_to, tracer_of
 from projector.batch import PreparedBatch, first_offsets, next_offsets, prepare_cooperatively
 from projector.dead_letter import one_line
 from projector.dead_letter_waits import (
@@ -63,6 +66,8 @@ class Merge(Protocol):
 
 # Commits that are refused rather than failed: retrying cannot make them succeed.
 REFUSED_COMMITS = (CommitFailedError, IllegalStateError)
+# Producers' spans a batch's span links to, at most (OpenTelemetry's default limit).
+MAX_LINKS = 128
 # Batches written at once. A batch's dead letters and merges go out as soon as it is
 # prepared, while the batch before it may still be in Redis or committing: the projector
 # waits for Redis only when it is two batches behind.
@@ -140,7 +145,9 @@ class Pipeline:
         backoff: Backoff,
         observer: BatchObserver | None = None,
         retention_seconds: int | None = None,
+        tracer_provider: TracerProvider | None = None,
     ) -> None:
+        self._tracer = tracer_of("projector.pipeline", tracer_provider)
         self._storage = storage
         self._merge = merge
         self._retention = retention_seconds
@@ -217,6 +224,46 @@ class Pipeline:
         return outcome
 
     async def _write_and_commit(
+        self,
+        batch: PreparedBatch,
+        consumer: OffsetControl,
+        started: float,
+        previous: asyncio.Task[bool] | None,
+    ) -> bool:
+        span = None if self._tracer is None else self._batch_span(self._tracer, batch)
+        committed = False
+        try:
+            committed = await self._write_then_commit(batch, consumer, started, previous)
+        finally:
+            if span is not None:
+                span.set_attribute("projector.committed", committed)
+                span.end()
+        return committed
+
+    @staticmethod
+    def _batch_span(tracer: Tracer, batch: PreparedBatch) -> Span:
+        """A span per batch, linked to the producers' spans (W3C `traceparent` headers): a
+        batch continues many traces at once."""
+        links = []
+        for record in batch.records:
+            for name, value in record.headers:
+                if name == TRACEPARENT and (link := link_to(value)) is not None:
+                    links.append(link)
+                    break
+            if len(links) >= MAX_LINKS:
+                break
+        attributes: dict[str, AttributeValue] = {
+            "messaging.system": "kafka",
+            "messaging.operation.type": "process",
+            "messaging.batch.message_count": len(batch.records),
+            "projector.jobs": len(batch.jobs),
+            "projector.dead_lettered": len(batch.dead),
+        }
+        return tracer.start_span(
+            "projector batch", kind=SpanKind.CONSUMER, links=links, attributes=attributes
+        )
+
+    async def _write_then_commit(
         self,
         batch: PreparedBatch,
         consumer: OffsetControl,

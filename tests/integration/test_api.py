@@ -615,3 +615,34 @@ async def test_a_stored_reference_outside_the_storage_rules_is_left_out_never_si
     assert body["latest_event"]["artifacts"] == []
     assert "X-Amz-Signature" not in response.text
     assert "api_refused_artifacts_total 8.0" in metrics  # 4 in the manifest, 4 in the event
+
+
+# --- traces -------------------------------------------------------------------------------------
+
+
+async def test_a_read_continues_the_clients_trace_with_the_redis_read_as_a_child(
+    stack: Stack, api_redis_url: str, projected: list[JobEvent]
+) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    headers = bearer(token()) | {"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"}
+    app = create_app(settings_for(stack, api_redis_url), tracer_provider=provider)
+    async for client in serve(app):
+        assert (await client.get(f"/v1/jobs/{DONE}", headers=headers)).status_code == 200
+    spans = {span.name: span for span in exporter.get_finished_spans()}
+    request, read = spans["GET /v1/jobs/{id}"], spans["redis HGETALL"]
+    assert request.context is not None
+    assert read.context is not None
+    assert f"{request.context.trace_id:032x}" == trace_id, "the client's trace goes on"
+    assert request.parent is not None
+    assert request.parent.span_id == 0x00F067AA0BA902B7
+    assert read.parent is not None
+    assert read.parent.span_id == request.context.span_id
+    assert request.attributes is not None
+    assert request.attributes["http.response.status_code"] == 200
