@@ -26,7 +26,7 @@ endef
 NEEDS_REDIS := $(if $(or $(REDIS_URL),$(filter containers,$(JOBS_STACK))),,redis-server)
 
 .PHONY: help install lint typecheck compose-check test test-unit run bench bench-quick \
-	bench-projector bench-read soak schema redis-server wrk
+	bench-projector bench-read soak schema redis-server wrk promtool kubectl
 
 help:
 	@echo "make run        local stack: broker, redis, s3, projector, api, demo jobs"
@@ -50,6 +50,15 @@ redis-server:
 wrk:
 	$(call need,wrk,wrk,the read benchmark's load generator,wrk)
 
+promtool:
+	$(call need,promtool,prometheus,checks and unit-tests deploy/prometheus/alerts.yml,prometheus)
+
+# Debian has no kubectl package: name where it comes from.
+kubectl:
+	@command -v kubectl >/dev/null 2>&1 || { \
+		echo "kubectl is needed (renders deploy/k8s with kustomize): see kubernetes.io/docs/tasks/tools, or brew install kubectl"; \
+		exit 1; }
+
 lint: install
 	$(UV) run ruff format --check .
 	$(UV) run ruff check .
@@ -61,7 +70,7 @@ compose-check:
 	$(call need,docker-compose,docker-compose,to validate docker-compose.yml without an engine,docker-compose)
 	docker-compose -f docker-compose.yml config -q
 
-test: lint typecheck compose-check $(NEEDS_REDIS)
+test: lint typecheck compose-check promtool kubectl $(NEEDS_REDIS)
 	$(UV) run pytest
 
 test-unit: install
@@ -72,6 +81,7 @@ run: install $(NEEDS_REDIS)
 
 schema: install
 	$(UV) run python -m contracts.schema_export
+	$(UV) run python -m api.openapi_export
 
 # Every benchmark on the local stack: bench/results/latest.{json,md} and charts.
 bench: install wrk $(NEEDS_REDIS)

@@ -15,38 +15,62 @@ from contracts.http import JOB_ROUTE, ErrorBody, JobResponse
 
 router = APIRouter(tags=["jobs"])
 
-_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    304: {"description": "Not modified: the `If-None-Match` ETag is still current."},
-    401: {
+
+def _header(description: str, **schema: Any) -> dict[str, Any]:
+    return {"description": description, "schema": {"type": "string", **schema}}
+
+
+_ETAG = _header("The job's version as readers see it: send it back in `If-None-Match`.")
+_RETRY_AFTER = _header("Seconds to wait before trying again.", pattern=r"^\d+$")
+
+
+def _error(code: str, message: str, description: str, **headers: Any) -> dict[str, Any]:
+    example = {"detail": {"code": code, "message": message}}
+    response: dict[str, Any] = {
         "model": ErrorBody,
-        "description": "No token, or a malformed, badly signed or expired one, or one without "
-        "the tenant claim. Comes with `WWW-Authenticate: Bearer`.",
-        "content": {
-            JSON: {
-                "example": {
-                    "detail": {"code": "UNAUTHENTICATED", "message": "The token has expired."}
-                }
-            }
+        "description": description,
+        "content": {JSON: {"example": example}},
+    }
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The job.",
+        "headers": {
+            "ETag": _ETAG,
+            "Cache-Control": _header("`private, no-cache`: revalidate with the ETag."),
         },
     },
-    404: {
-        "model": ErrorBody,
-        "description": "JOB_NOT_FOUND when the job doesn't exist OR belongs to another tenant.",
-        "content": {
-            JSON: {"example": {"detail": {"code": "JOB_NOT_FOUND", "message": "Job not found."}}}
-        },
+    304: {
+        "description": "Not modified: the `If-None-Match` ETag is still current.",
+        "headers": {"ETag": _ETAG},
     },
-    503: {
-        "model": ErrorBody,
-        "description": "The job store is unreachable; retry after `Retry-After` seconds.",
-        "content": {
-            JSON: {
-                "example": {
-                    "detail": {"code": "UNAVAILABLE", "message": "The job store is unavailable."}
-                }
-            }
-        },
-    },
+    401: _error(
+        "UNAUTHENTICATED",
+        "The token has expired.",
+        "No token, or a malformed, badly signed or expired one, or one without the tenant claim.",
+        **{"WWW-Authenticate": _header('`Bearer`, or `Bearer error="invalid_token"`.')},
+    ),
+    404: _error(
+        "JOB_NOT_FOUND",
+        "Job not found.",
+        "JOB_NOT_FOUND when the job doesn't exist OR belongs to another tenant.",
+    ),
+    429: _error(
+        "TOO_MANY_REQUESTS",
+        "Too many long-polls are waiting; retry after Retry-After seconds.",
+        "Too many long-polls held at once (API_MAX_WAITERS, API_MAX_WAITERS_PER_TENANT).",
+        **{"Retry-After": _RETRY_AFTER},
+    ),
+    503: _error(
+        "UNAVAILABLE",
+        "The job store is unavailable; retry shortly.",
+        "The job store is unreachable; retry after `Retry-After` seconds.",
+        **{"Retry-After": _RETRY_AFTER},
+    ),
 }
 
 
@@ -59,7 +83,7 @@ _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     "Pollers: send the last `ETag` in `If-None-Match` to get `304` while nothing changed, "
     "or hold the request with `?wait=<seconds>&after_seq=<seq>` until "
     "`latest_event.seq` passes `after_seq`.",
-    responses=_ERROR_RESPONSES,
+    responses=_RESPONSES,
 )
 async def get_job(
     tenant_id: TenantDep,

@@ -43,7 +43,10 @@ class PublicEvent(BaseModel):
     message: str = Field(description="Human-readable event line.")
     artifacts: list[Artifact] = Field(description="Presigned artifacts for this event.")
     payload: dict[str, Any] = Field(description="Type-specific payload fields (cost/error/etc.).")
-    created_at: str = Field(description="Event creation timestamp (UTC).")
+    created_at: str = Field(
+        description="When the event happened: RFC 3339 in UTC, ending in Z.",
+        json_schema_extra={"format": "date-time"},
+    )
 
 
 class JobResponse(BaseModel):
@@ -83,7 +86,10 @@ class JobResponse(BaseModel):
     id: str = Field(description="The job's ULID public_id.")
     type: str = Field(description="The job's type (UPPER_SNAKE).")
     status: Status = Field(description="The job's current status.")
-    created_at: str = Field(description="Job creation timestamp (UTC).")
+    created_at: str = Field(
+        description="When the job was created: RFC 3339 in UTC, ending in Z.",
+        json_schema_extra={"format": "date-time"},
+    )
     manifest: list[Artifact] = Field(
         description="The final-artifact manifest (empty until the job succeeds)."
     )
