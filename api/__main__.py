@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import os
@@ -21,7 +22,25 @@ REDIS_CHECK_SECONDS = 5.0
 log = logging.getLogger("api")
 
 
+DESCRIPTION = """\
+Serve GET /v1/jobs/{id} from the active projection version in Redis, presigning artifact
+URLs; /healthz, /readyz and /metrics beside it. Settings come from the environment (README
+"Configuration"; .env.example lists them all).
+
+It refuses to start, with one line naming the setting, when a setting is invalid (e.g.
+JWT_SECRET shorter than 32 bytes, no presigning credentials) or Redis refuses the
+credentials or TLS. A Redis that does not answer yet is waited for: /readyz and the reads
+answer 503 with Retry-After until it does.
+
+exit status: 0 stopped by a signal, 2 refused to start (as above)."""
+
+
 def main() -> None:
+    argparse.ArgumentParser(
+        prog="python -m api",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    ).parse_args()
     configure_logging()
     settings = load_or_exit(ApiSettings)
     try:  # the same check the app makes, here as one line instead of a traceback

@@ -195,7 +195,7 @@ def rfc3339_utc(moment: datetime) -> str:
     offset = moment.utcoffset()
     if offset:  # years 0002-9998 (validation): the shift cannot leave datetime's range
         moment -= offset
-    # %-formatting of the fields: measured 40 % cheaper than isoformat() on pydantic's TzInfo.
+    # %-formatting of the fields: cheaper than isoformat() with pydantic's TzInfo, on a hot path.
     text = "%04d-%02d-%02dT%02d:%02d:%02d" % (  # noqa: UP031
         moment.year,
         moment.month,

@@ -298,18 +298,24 @@ class Pipeline:
         """`step()`, retried after each failure once the backoff's delay has passed; a
         refused commit is raised at once."""
         attempt = object()
+        retries = 0
         try:
             while True:
                 try:
-                    return await step()
+                    done = await step()
                 except REFUSED_COMMITS:
                     raise
                 except Exception as error:
+                    retries += 1
                     delay = self._backoff.next_delay()
                     reason = one_line(f"{type(error).__name__}: {error}")
                     self._failing[attempt] = f"{failure} ({reason})"
                     log.warning("%s (%s); retry in %.2f s", failure, reason, delay)
                     await asyncio.sleep(delay)
+                else:
+                    if retries:  # the operator saw the warnings: say that it is over
+                        log.info("%s until retry %d; done now", failure, retries)
+                    return done
         finally:
             self._failing.pop(attempt, None)
 

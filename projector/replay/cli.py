@@ -46,6 +46,10 @@ def add_parser(commands: Any) -> None:
             "Rebuild a projection version beside the live one, compare it, switch reads to "
             "it and back, and remove a retired one."
         ),
+        epilog=(
+            "exit status: 0 done (or equal), 1 refused or different, 2 configuration or usage "
+            "error, 3 `job` would undo newer data."
+        ),
     )
     sub = replay.add_subparsers(dest="replay_command", required=True)
 

@@ -67,6 +67,9 @@ async def test_redis_killed_and_restarted_mid_stream_the_running_projector_catch
             )
 
         await eventually(during_visible, 30, "the events produced during the outage visible")
+        await eventually(
+            lambda: _logged(projector, "done now"), 10, "the projector said it recovered"
+        )
         await wait_until_caught_up(
             kafka_bootstrap, topic, version, len(first) + len(during), timeout=30
         )
