@@ -62,6 +62,8 @@ from devstack.data import ulid
 from devstack.services import start_api, start_projector
 from projector.settings import ProjectorSettings
 
+FETCH_MAX_WAIT_MS = ProjectorSettings.model_fields["kafka_fetch_max_wait_ms"].default
+
 SECRET = "bench-freshness-secret-0123456789abcdef"  # noqa: S105 - a bench key
 PARTITIONS = 4
 TOPIC = "bench.freshness"
@@ -200,7 +202,7 @@ async def bare_consumer(
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
-        fetch_max_wait_ms=ProjectorSettings().kafka_fetch_max_wait_ms,  # the projector's
+        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,  # the projector's
     )
     await consumer.start()
     try:

@@ -32,6 +32,7 @@ from bench.common import rss_mib, succeeded_job, write_result
 from contracts.events import JobEvent
 from contracts.job_state import JobState, job_key_pattern
 from devstack import create_topics, start_stack
+from devstack.data import BUCKETS
 from projector.fold import JobRef, fold
 from projector.replay import drop, verify, versions
 from projector.settings import ProjectorSettings
@@ -132,6 +133,7 @@ async def run(jobs: int) -> dict[str, Any]:
             redis_url=stack.redis_url,
             kafka_topic=TOPIC,
             kafka_group_id="jobs-projector",
+            artifact_buckets=",".join(BUCKETS),
         )
         peak_writing = peak_rss_mib()
         naive = await naive_verify(redis)
@@ -140,7 +142,9 @@ async def run(jobs: int) -> dict[str, Any]:
         verified = await measure_command(lambda: verify.command(settings, verify_args))
         assert verified.code == 0, "the two versions are equal"
         dropped = await measure_command(
-            lambda: drop.command(settings, argparse.Namespace(version=TARGET))
+            lambda: drop.command(
+                settings, argparse.Namespace(version=TARGET, force=False, yes=True)
+            )
         )
         assert dropped.code == 0
         assert f"{jobs:,} keys removed" in dropped.out

@@ -162,6 +162,10 @@ async def test_promote_refuses_an_empty_or_lagging_version_and_rollback_returns(
     assert lagging.returncode == 1
     assert "lags by" in lagging.stdout
     assert f"no running projector writes version {old}" in lagging.stdout
+    # Rolling back to the stopped version would serve a dead keyspace: new jobs would be 404.
+    dead = replay(env, "rollback")
+    assert dead.returncode == 1
+    assert f"no running projector writes version {old}" in dead.stdout
     assert await replay_redis.get(ACTIVE_VERSION_KEY) == new.encode()
     status = ok(replay(env, "status"))
     lines = {line.split()[0]: line for line in status.splitlines()[1:]}
