@@ -60,6 +60,8 @@ def main() -> None:
         log.warning("Redis does not answer yet (%s): 503 until it does", problem.reason)
     if settings.api_workers > 1:
         share_metrics_between_workers()
+    else:  # one process: its own registry, with its process and GC collectors
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     uvicorn.run(
         "api.app:create_app",
         factory=True,

@@ -14,6 +14,8 @@ from api.access_log import AccessLog
 from api.auth import TokenVerifier, Unauthenticated, jwt_config
 from api.dependencies import Services
 from api.errors import (
+    PROBE_PATHS,
+    PUBLIC_PATHS,
     authenticate_first,
     on_store_unavailable,
     on_too_many_waiters,
@@ -94,7 +96,8 @@ def create_app(
     app.add_exception_handler(TooManyWaiters, on_too_many_waiters)
     for unavailable in UNAVAILABLE_ERRORS:
         app.add_exception_handler(unavailable, on_store_unavailable)
-    app.add_exception_handler(StarletteHTTPException, authenticate_first(verifier))
+    public = PUBLIC_PATHS if settings.api_docs else PROBE_PATHS
+    app.add_exception_handler(StarletteHTTPException, authenticate_first(verifier, public))
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:

@@ -13,8 +13,10 @@ from api.auth import TokenVerifier, Unauthenticated
 from contracts.http import ErrorBody, ErrorDetail
 
 ExceptionHandler = Callable[[Request, Exception], Awaitable[Response]]
-# Served without a token: probes and the API's own description.
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/redoc"})
+# Served without a token: probes and, with API_DOCS on, the API's own description.
+PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+DOC_PATHS = frozenset({"/openapi.json", "/docs", "/redoc"})
+PUBLIC_PATHS = PROBE_PATHS | DOC_PATHS
 
 JSON = "application/json"
 RETRY_AFTER_SECONDS = "1"
@@ -71,13 +73,14 @@ async def on_store_unavailable(_request: Request, _exc: Exception) -> Response:
     return unavailable()
 
 
-def authenticate_first(verifier: TokenVerifier) -> ExceptionHandler:
+def authenticate_first(verifier: TokenVerifier, public: frozenset[str]) -> ExceptionHandler:
     """Routing errors (no such path or method) answer 401 to a request without a valid token,
-    as every other path does (CONTRACT §3: authentication comes first)."""
+    as every other path does (CONTRACT §3: authentication comes first), except on the paths
+    served without one (`public`)."""
 
     async def handle(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
-        if request.url.path not in PUBLIC_PATHS:
+        if request.url.path not in public:
             try:
                 await verifier.tenant_of(request.headers.get("authorization"))
             except Unauthenticated as unauthenticated:

@@ -71,7 +71,7 @@ def job_response(
     if if_none_match and _matches(if_none_match, etag):
         return Response(status_code=304, headers=headers)
     presigner = services.presigner
-    cache_key = body_key(job_id, fields, bucket_start, presigner.credentials())
+    cache_key = body_key(tenant_id, job_id, fields, bucket_start, presigner.credentials())
     body = services.bodies.get(cache_key, bucket_start)
     if body is None:
         signed_at = datetime.fromtimestamp(bucket_start, UTC)

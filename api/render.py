@@ -36,10 +36,10 @@ ENTRY_OVERHEAD_BYTES = 512
 
 class BodyCache:
     """Rendered bodies keyed by everything a body depends on - the job's stored groups, the
-    presign time bucket and the signing credentials (`body_key`) - so a hit is always the
-    body a render would give. Pollers re-read unchanged jobs; this spares them the JSON and
-    the HMACs. Bounded in bytes (the oldest body goes first); the bodies of a time bucket are
-    dropped when the next bucket starts, as no read can hit them again."""
+    presign time bucket, the signing credentials and the tenant (`body_key`) - so a hit is
+    always the body a render would give. Pollers re-read unchanged jobs; this spares them the
+    JSON and the HMACs. Bounded in bytes (the oldest body goes first); the bodies of a time
+    bucket are dropped when the next bucket starts, as no read can hit them again."""
 
     def __init__(self, max_bytes: int) -> None:
         self._bodies: FIFOCache[Hashable, bytes] = FIFOCache(
@@ -63,8 +63,19 @@ class BodyCache:
         return self._bodies.currsize
 
 
-def body_key(job_id: str, fields: dict[bytes, bytes], *context: Hashable) -> Hashable:
-    return (job_id, fields.get(_HEAD), fields.get(_ORIGIN), fields.get(_PUBLIC), *context)
+def body_key(
+    tenant_id: str, job_id: str, fields: dict[bytes, bytes], *context: Hashable
+) -> Hashable:
+    """The tenant is part of it: the storage rules that decide which artifacts are signed
+    depend on it (`ARTIFACT_KEY_PREFIX`), even where two tenants' stored groups are equal."""
+    return (
+        tenant_id,
+        job_id,
+        fields.get(_HEAD),
+        fields.get(_ORIGIN),
+        fields.get(_PUBLIC),
+        *context,
+    )
 
 
 def fields_digest(fields: dict[bytes, bytes]) -> int:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from ipaddress import ip_address
+from urllib.parse import urlsplit
+
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
@@ -46,10 +49,11 @@ class ApiSettings(StorageSettings):
             )
         if self.jwt_secret is not None and len(self.jwt_secret.get_secret_value().encode()) < 32:
             raise ValueError("JWT_SECRET must be at least 32 bytes (RFC 7518 §3.2 for HS256)")
-        if self.jwt_jwks_url is not None and not self.jwt_jwks_url.startswith(
-            ("https://", "http://")
-        ):
-            raise ValueError("JWT_JWKS_URL must be an http(s):// URL")
+        if self.jwt_jwks_url is not None and not _trusted_transport(self.jwt_jwks_url):
+            # Whoever could alter the key set in transit could mint tokens for any tenant.
+            raise ValueError(
+                "JWT_JWKS_URL must be an https:// URL (http:// only on the loopback interface)"
+            )
         return self
 
     @property
@@ -58,3 +62,17 @@ class ApiSettings(StorageSettings):
         identical within it; they are signed for TTL + bucket, so every URL served lives
         at least `presign_ttl_seconds`."""
         return max(1, min(60, self.presign_ttl_seconds // 5))
+
+
+def _trusted_transport(url: str) -> bool:
+    parts = urlsplit(url)
+    if parts.scheme == "https":
+        return bool(parts.hostname)
+    if parts.scheme != "http" or not parts.hostname:
+        return False
+    if parts.hostname == "localhost":
+        return True
+    try:
+        return ip_address(parts.hostname).is_loopback
+    except ValueError:
+        return False

@@ -120,10 +120,12 @@ def start_tansu(
     port: int | None = None,
     env: dict[str, str] | None = None,
     advertised_port: int | None = None,
+    authentication: bool = False,
 ) -> LocalProcess:
     """A Tansu broker; `s3://bucket/` storage keeps the log across restarts (on the same
     `port`), with the S3 endpoint and credentials in `env` (AWS_ENDPOINT, AWS_ALLOW_HTTP...).
-    `advertised_port`: the port clients are told to use (a proxy's in front of it)."""
+    `advertised_port`: the port clients are told to use (a proxy's in front of it).
+    `authentication`: SASL required, with no user (every login is refused)."""
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
     argv = [
@@ -135,6 +137,7 @@ def start_tansu(
         f"tcp://127.0.0.1:{advertised_port or port}",
         "--storage-engine",
         storage_engine,
+        *(["--authentication"] if authentication else []),
     ]
     return _spawn("tansu", argv, port, workdir, timeout=30, env=env)
 

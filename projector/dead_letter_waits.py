@@ -4,9 +4,11 @@ A poison record goes to the dead-letter topic before its offset is committed (CO
 nothing is lost). When the topic cannot be written - deleted, no ACL, a size the broker
 refuses - only the partition holding that record waits: it is paused and rewound to the
 record, its commits stop short of it, and the dead letter is retried on a timer. The other
-partitions go on. Once it is written the partition resumes; the records from there come
-again, are merged again (merges are idempotent) and committed, and the dead letters already
-written are not written twice.
+partitions go on. Any later dead letter of a waiting partition (a batch already in flight, or
+records read again after a rebalance lifted the pause) joins the wait: nothing is committed
+past a dead letter that is not written. Once all are written the partition resumes; the
+records from there come again, are merged again (merges are idempotent) and committed, and
+the dead letters already written are not written twice.
 
 While a partition waits, the projector's `/readyz` says which and why, and the metrics count
 the failures (`projector_dead_letter_failures_total`, `projector_paused_partitions`).
@@ -67,6 +69,11 @@ class _Waiting:
     letters: list[Letter]
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
+    def join(self, letters: Sequence[Letter]) -> None:
+        """More dead letters of the partition, written by the same retries."""
+        held = {_where(record) for record, _ in self.letters}
+        self.letters.extend(letter for letter in letters if _where(letter[0]) not in held)
+
 
 class DeadLetters:
     def __init__(self, sink: DeadLetterSink, observer: DeadLetterObserver | None = None) -> None:
@@ -85,17 +92,21 @@ class DeadLetters:
     async def send(self, letters: Sequence[Letter], consumer: PartitionControl) -> None:
         """Write a batch's dead letters. Never raises for a dead letter that fails: its
         partition waits (see the module's docstring)."""
-        due = [
-            (record, poison)
-            for record, poison in letters
-            if _where(record) not in self._written
-            and TopicPartition(record.topic, record.partition) not in self._waiting
-        ]
+        due: list[Letter] = []
+        for record, poison in letters:
+            if _where(record) in self._written:
+                continue
+            waiting = self._waiting.get(TopicPartition(record.topic, record.partition))
+            if waiting is not None:
+                waiting.join([(record, poison)])
+            else:
+                due.append((record, poison))
         self._written.difference_update(_where(record) for record, _ in letters)
         results = await asyncio.gather(
             *(self._write(record, poison) for record, poison in due), return_exceptions=True
         )
         failed: dict[TopicPartition, list[Letter]] = {}
+        reasons: dict[TopicPartition, str] = {}
         written: list[Record] = []
         for (record, poison), result in zip(due, results, strict=True):
             if isinstance(result, asyncio.CancelledError):
@@ -103,11 +114,11 @@ class DeadLetters:
             if isinstance(result, BaseException):
                 tp = TopicPartition(record.topic, record.partition)
                 failed.setdefault(tp, []).append((record, poison))
-                reason = one_line(f"{type(result).__name__}: {result}")
+                reasons[tp] = one_line(f"{type(result).__name__}: {result}")
             else:
                 written.append(record)
         for tp, waiting_letters in failed.items():
-            if not self._wait(tp, waiting_letters, reason, consumer):
+            if not self._wait(tp, waiting_letters, reasons[tp], consumer):
                 continue
             # Written in this batch after the failed one: not again when the records come back.
             first = self._waiting[tp].offset
@@ -146,8 +157,13 @@ class DeadLetters:
     def _wait(
         self, tp: TopicPartition, letters: list[Letter], reason: str, consumer: PartitionControl
     ) -> bool:
-        """Make `tp` wait for `letters`; False when it is no longer ours to hold."""
+        """Make `tp` wait for `letters`; False when it is no longer ours to hold. A partition
+        that already waits (two batches in flight failed on it) keeps one wait and one retry
+        task, from the lower of the two offsets."""
+        waiting = self._waiting.get(tp)
         offset = min(record.offset for record, _ in letters)
+        if waiting is not None:
+            offset = min(offset, waiting.offset)
         try:
             consumer.seek(tp, offset)
             consumer.pause(tp)
@@ -156,7 +172,11 @@ class DeadLetters:
             return False
         if self._observer is not None:
             self._observer.dead_letters_failed(len(letters))
-        waiting = self._waiting[tp] = _Waiting(offset, reason, letters)
+        if waiting is not None:
+            waiting.join(letters)
+            waiting.offset, waiting.reason = offset, reason
+            return True
+        waiting = self._waiting[tp] = _Waiting(offset, reason, list(letters))
         log.error(
             "partition %s waits: its dead letter at offset %s cannot be written (%s); the other "
             "partitions go on",
@@ -175,18 +195,18 @@ class DeadLetters:
         while waiting.letters:
             await asyncio.sleep(delay)
             delay = min(RETRY_CAP_SECONDS, delay * 2)
-            still: list[Letter] = []
-            for record, poison in waiting.letters:
+            # A letter stays in the list until written: one that joins meanwhile is kept too.
+            for letter in list(waiting.letters):
+                record, poison = letter
                 try:
                     await self._write(record, poison)
                 except Exception as error:
-                    still.append((record, poison))
                     waiting.reason = one_line(f"{type(error).__name__}: {error}")
                     if self._observer is not None:
                         self._observer.dead_letters_failed(1)
                 else:
+                    waiting.letters = [held for held in waiting.letters if held is not letter]
                     self._written.add(_where(record))
-            waiting.letters = still
         del self._waiting[tp]
         with contextlib.suppress(Exception):  # revoked meanwhile: nothing to resume
             consumer.resume(tp)

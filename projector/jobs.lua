@@ -144,14 +144,16 @@ local function job_digests(keys)
 end
 
 -- KEYS[1]: a job hash. ARGV: its h, o, p values as the caller read them ('' for absent), the
--- public seq to announce, then the new fields and values. Replaces the hash only while it
--- still holds what was read (a live merge in between makes it return 0).
+-- public seq to announce, the unix time the key expires at ('' for never), then the new fields
+-- and values. Replaces the hash only while it still holds what was read (a live merge in
+-- between makes it return 0).
 local function job_replace_if_unchanged(keys, args)
   if not call then bind() end
   local key = keys[1]
   if joined(call('HMGET', key, 'h', 'o', 'p')) ~= joined(args) then return 0 end
   call('DEL', key)
-  call('HSET', key, unpack(args, 5))
+  call('HSET', key, unpack(args, 6))
+  if args[5] ~= '' then call('EXPIREAT', key, args[5]) end
   call('SPUBLISH', key, args[4])
   return 1
 end

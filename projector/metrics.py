@@ -136,7 +136,10 @@ class ProjectorMetrics:
         self._lag.clear()
         if consumer is None:
             return
-        for tp in sorted(consumer.assignment(), key=lambda tp: tp.partition):
+        assigned = set(consumer.assignment())
+        for gone in self._committed.keys() - assigned:  # another member may commit it now
+            del self._committed[gone]
+        for tp in sorted(assigned, key=lambda tp: tp.partition):
             highwater = consumer.highwater(tp)
             if highwater is None:  # nothing fetched yet: unknown, not zero
                 continue

@@ -205,11 +205,9 @@ class Pipeline:
                 await task
         await self.dead_letters.close()
 
-    async def apply(self, batch: PreparedBatch, consumer: OffsetControl) -> BatchOutcome:
-        """Dead-letter the poison, then merge the rest. Raises when a merge failed."""
+    async def merge(self, batch: PreparedBatch) -> BatchOutcome:
+        """Merge a batch's jobs. Raises when a merge failed."""
         outcome = BatchOutcome(events=len(batch.records), dead_lettered=len(batch.dead))
-        if batch.dead:
-            await self.dead_letters.send(batch.dead, consumer)
         if batch.expire_at is None:
             changed = await self._merge(batch.jobs, batch.packed)
         else:
@@ -271,8 +269,10 @@ class Pipeline:
         previous: asyncio.Task[bool] | None,
     ) -> bool:
         size = len(batch.records)
+        if batch.dead:  # once: a dead letter that fails makes its partition wait, never raises
+            await self.dead_letters.send(batch.dead, consumer)
         outcome = await self._until_done(
-            lambda: self.apply(batch, consumer), f"batch of {size} records not written"
+            lambda: self.merge(batch), f"batch of {size} records not written"
         )
         if previous is not None:
             await previous  # commits stay in order; its merges are in Redis either way

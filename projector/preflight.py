@@ -41,7 +41,12 @@ async def kafka_error(kafka: KafkaConnection, timeout: float = TIMEOUT_SECONDS) 
                 timeout,
             )
         except Exception as error:  # each kind is a reason to report, none a crash
-            reasons.append(f"{server.strip()}: {_reason(error)}")
+            reason = _reason(error)
+            if kafka.security.uses_sasl and isinstance(error, KeyError):
+                # aiokafka's SCRAM client fails this way on a server's error reply (`e=...`
+                # instead of the server signature `v=...`, RFC 5802): the login was refused.
+                reason = "SASL: the broker refused the login (an unknown user or a wrong password)"
+            reasons.append(f"{server.strip()}: {reason}")
             continue
         connection.close()
         return None

@@ -52,7 +52,7 @@ from contracts.redis_client import AnyRedis
 from contracts.storage import StorageRules
 from projector.dead_letter import one_line
 from projector.event_fields import EventFields
-from projector.fold import Rank, fold, head_rank, origin_rank
+from projector.fold import BatchFold, Rank, fold, head_rank, origin_rank
 from projector.intake import Poison, Record, parse
 from projector.redis_client import connect_redis
 from projector.replay.confirm import confirmed
@@ -80,6 +80,7 @@ async def command(settings: ProjectorSettings, args: argparse.Namespace) -> int:
     if job is None:
         return 2
     job.any_key = args.scan_all_partitions
+    job.retention_seconds = settings.job_retention_seconds
     redis = await connect_redis(settings.redis_url)
     try:
         version = args.version or await active_version(redis)
@@ -118,6 +119,7 @@ class TopicJob:
     others: int = 0  # valid events of this key for another tenant (or another job)
     any_key: bool = False  # every record is looked at, whatever its key
     mis_keyed: int = 0  # events of this job under another key
+    retention_seconds: int | None = None  # JOB_RETENTION_SECONDS, as the projector applies it
 
     def add(self, record: Record) -> None:
         keyed = record.key is not None and record.key.upper() == self.keys[0]
@@ -136,6 +138,16 @@ class TopicJob:
 
     def state(self) -> JobState:
         return fold(self.events)
+
+    def expire_at(self) -> str:
+        """When the rewritten key expires (unix time), as the projector's merge would set it;
+        '' for never."""
+        if self.retention_seconds is None or not self.events:
+            return ""
+        batch = BatchFold()
+        for event in self.events:
+            batch.add(event)
+        return batch.expire_at(self.retention_seconds)[0]
 
 
 def job_to_repair(tenant: str, given_id: str, storage: StorageRules) -> TopicJob | None:
@@ -258,7 +270,9 @@ async def _compare_and_write(
         return 1
     if not confirmed(f"replace job {job.tenant}/{job.job_id} in version {version}?", args.yes):
         return 1
-    if not await replace_if_unchanged(redis, version, job.tenant, job.job_id, stored, state):
+    if not await replace_if_unchanged(
+        redis, version, job.tenant, job.job_id, stored, state, job.expire_at()
+    ):
         return None
     print("written: Redis now holds the recomputed state")
     return 0
@@ -342,14 +356,22 @@ async def replace_if_unchanged(
     job_id: str,
     read: Mapping[bytes, bytes],
     state: JobState,
+    expire_at: str = "",
 ) -> bool:
     """Replace the job's hash with `state` if it still is what `read` saw, and announce the
-    change (payload: the public seq, 0 without one, as the merge does). False: it changed."""
+    change (payload: the public seq, 0 without one, as the merge does). `expire_at`: the unix
+    time the key expires at ('' never: JOB_RETENTION_SECONDS). False: it changed."""
     announced = 0 if state.public is None else state.public.seq
     values = chain.from_iterable(encode_state(state).items())
     as_read = (read.get(name.encode(), b"") for name in GROUP_FIELDS)
     client: Any = redis
     replaced = await client.fcall(
-        REPLACE_FUNCTION, 1, job_key(version, tenant, job_id), *as_read, announced, *values
+        REPLACE_FUNCTION,
+        1,
+        job_key(version, tenant, job_id),
+        *as_read,
+        announced,
+        expire_at,
+        *values,
     )
     return bool(replaced)

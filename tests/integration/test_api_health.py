@@ -62,9 +62,10 @@ async def test_one_access_line_per_request_without_token_or_query_and_docs_that_
     token = jwt.encode({"tenant_id": "acme", "exp": 2_000_000_000}, SECRET, "HS256")
     job = "01JDQ8Z3M4W8K2V7T6R5N4P3Q2"
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{api.port}", timeout=10) as client:
-        for path in ("/docs", "/openapi.json", "/redoc"):
-            assert await status(client, path) == 404, path
         headers = {"Authorization": f"Bearer {token}"}
+        for path in ("/docs", "/openapi.json", "/redoc"):
+            assert await status(client, path) == 401, f"{path}: no longer public, 401 first"
+            assert (await client.get(path, headers=headers)).status_code == 404, path
         assert (
             await client.get(f"/v1/jobs/{job}?wait=0&after_seq=7", headers=headers)
         ).status_code == 404

@@ -437,3 +437,11 @@ async def test_job_retention_expires_finished_jobs_from_their_final_event(
     await produce(kafka_bootstrap, topic, [at(now, job_id=recent, seq=3, kind="stage")])
     await wait_until_caught_up(kafka_bootstrap, topic, version, len(events) + 1)
     assert await redis.ttl(key(recent)) == -1
+    # A repaired finished job expires as the projector would have it expire.
+    await produce(kafka_bootstrap, topic, [at(now, job_id=recent, seq=4, kind="failed")])
+    await wait_until_caught_up(kafka_bootstrap, topic, version, len(events) + 2)
+    await redis.delete(key(recent))  # lost by hand
+    argv = ["replay", "job", "--tenant", "acme", "--id", recent, "--version", version, "--yes"]
+    done = command(argv, env | {"JOB_RETENTION_SECONDS": "3600"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert 3500 < await redis.ttl(key(recent)) <= 3600

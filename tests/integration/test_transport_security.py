@@ -4,7 +4,9 @@ processes at start with one line (CONTRACT §4).
 Kafka: the local broker has no TLS listener, so a TLS-terminating proxy (`tests.tls`) stands
 in front of it, requiring a client certificate, and the broker advertises the proxy's port.
 SASL is covered at the level of the client settings (`tests/unit/test_kafka_security.py`):
-the local broker keeps no SCRAM users. Redis: `redis-server --tls-port` with an ACL user.
+the local broker keeps no SCRAM users, so a successful login cannot be made here; a refused one
+can (a broker with authentication on and no user). Redis: `redis-server --tls-port` with an ACL
+user.
 """
 
 from __future__ import annotations
@@ -175,6 +177,30 @@ async def test_a_plaintext_client_does_not_reach_the_tls_broker(
     done = await asyncio.to_thread(run, ["-m", "projector", "run"], env)
     assert done.returncode == 2
     assert "configuration error: KAFKA_BOOTSTRAP_SERVERS=" in done.stderr
+
+
+async def test_credentials_the_broker_refuses_stop_the_projector_with_one_line(
+    tmp_path: Path, processes: list[LocalProcess], redis_url: str
+) -> None:
+    broker = start_tansu(tmp_path, authentication=True)
+    processes.append(broker)
+    password = "sasl-password-not-for-logs"  # noqa: S105 - a test credential
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{broker.port}",
+        "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "KAFKA_SASL_MECHANISM": "SCRAM-SHA-256",
+        "KAFKA_SASL_USERNAME": "jobs-projector",
+        "KAFKA_SASL_PASSWORD": password,
+        "REDIS_URL": redis_url,
+        "ARTIFACT_BUCKETS": "renders",
+    }
+    done = await asyncio.to_thread(run, ["-m", "projector", "run"], env)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(f"configuration error: KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:{broker.port}")
+    assert "SASL: the broker refused the login" in line
+    assert password not in line
 
 
 # --- Redis: TLS and an ACL user -------------------------------------------------------------

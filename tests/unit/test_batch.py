@@ -301,3 +301,76 @@ async def test_a_dead_letter_that_cannot_be_written_holds_only_its_partition(
     assert len(sink.sent) == written_before
     values = [value for _key, value, _headers in sink.sent]
     assert values.count(b"{poison") == 2, "one dead letter per poison record"
+
+
+class SlowDeadLetterTopicAway(DeadLetterTopicAway):
+    """Takes a while to refuse, as a broker does: two batches in flight both meet it."""
+
+    async def send(
+        self, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> None:
+        await asyncio.sleep(0.02)
+        await super().send(key, value, headers)
+
+
+async def _until_resumed(consumer: FakeConsumer) -> None:
+    for _ in range(300):
+        if not consumer.paused:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the partition was never resumed")
+
+
+async def test_two_batches_in_flight_failing_on_one_partition_hold_it_at_the_first_poison(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import projector.dead_letter_waits as waits
+
+    monkeypatch.setattr(waits, "RETRY_BASE_SECONDS", 0.01)
+    store, sink, consumer = FakeStore(), SlowDeadLetterTopicAway(partition=1), FakeConsumer()
+    worker = projector(store, sink)
+    p1 = TopicPartition("jobs", 1)
+    await worker.handle([record(20, GOOD, 1), record(21, b"{first", 1)], consumer)
+    await worker.handle([record(22, GOOD, 1), record(23, b"{second", 1)], consumer)
+    assert await worker.settle()
+    assert [commit[p1] for commit in consumer.commits] == [21, 21], "never past the first"
+    assert list(worker.dead_letters.waiting) == [p1]
+    sink.open = True
+    await _until_resumed(consumer)
+    values = [value for _key, value, _headers in sink.sent]
+    assert sorted(v for v in values if v is not None and v != GOOD) == [b"{first", b"{second"]
+    assert worker.dead_letters.waiting == {}
+
+
+async def test_poison_of_a_waiting_partition_read_again_joins_the_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A rebalance lifts the pause: the partition's records come again past the waiting one.
+    Their dead letters are written with it, and nothing is committed past one unwritten."""
+    import projector.dead_letter_waits as waits
+
+    monkeypatch.setattr(waits, "RETRY_BASE_SECONDS", 0.01)
+    store, sink, consumer = FakeStore(), DeadLetterTopicAway(partition=1), FakeConsumer()
+    worker = projector(store, sink)
+    p1 = TopicPartition("jobs", 1)
+    await worker.handle([record(20, b"{first", 1)], consumer)
+    assert await worker.settle()
+    await worker.handle([record(20, b"{first", 1), record(21, b"{later", 1)], consumer)
+    assert await worker.settle()
+    assert [commit[p1] for commit in consumer.commits] == [20, 20]
+    sink.open = True
+    await _until_resumed(consumer)
+    values = [value for _key, value, _headers in sink.sent]
+    assert sorted(v for v in values if v is not None) == [b"{first", b"{later"], "once each"
+    await worker.handle([record(22, GOOD, 1)], consumer)
+    assert await worker.settle()
+    assert consumer.commits[-1] == {p1: 23}
+
+
+async def test_a_merge_retried_does_not_write_its_dead_letters_again() -> None:
+    store, sink, consumer = FakeStore(fail=3), FakeSink(), FakeConsumer()
+    worker = projector(store, sink)
+    await worker.handle([record(1, GOOD), record(2, b"{poison")], consumer)
+    assert await worker.settle()
+    assert [value for _key, value, _headers in sink.sent] == [b"{poison"]
+    assert consumer.commits == [{TopicPartition("jobs", 0): 3}]

@@ -53,13 +53,18 @@ def test_a_job_without_its_head_is_not_complete() -> None:
     assert public_seq(stored(event(seq=1))) == 0
 
 
-def test_the_body_cache_key_changes_with_the_job_the_time_bucket_and_the_credentials() -> None:
+def test_the_body_cache_key_changes_with_the_job_the_time_bucket_the_credentials_and_tenant() -> (
+    None
+):
     before = stored(event(seq=1))
     after = stored(event(seq=1), event(seq=2, kind="queued"))
-    assert body_key("J", before, 60, "key-a") != body_key("J", after, 60, "key-a")
-    assert body_key("J", before, 60, "key-a") != body_key("J", before, 120, "key-a")
-    assert body_key("J", before, 60, "key-a") != body_key("J", before, 60, "key-b")
-    assert body_key("J", before, 60, "key-a") == body_key("J", dict(before), 60, "key-a")
+    assert body_key("acme", "J", before, 60, "key-a") != body_key("acme", "J", after, 60, "key-a")
+    assert body_key("acme", "J", before, 60, "key-a") != body_key("acme", "J", before, 120, "key-a")
+    assert body_key("acme", "J", before, 60, "key-a") != body_key("acme", "J", before, 60, "key-b")
+    assert body_key("acme", "J", before, 60, "key-a") == body_key(
+        "acme", "J", dict(before), 60, "key-a"
+    )
+    assert body_key("acme", "J", before, 60, "key-a") != body_key("evil", "J", before, 60, "key-a")
 
 
 def test_the_body_cache_is_bounded_in_bytes_and_drops_the_oldest_body() -> None:

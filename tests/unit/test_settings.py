@@ -123,3 +123,26 @@ def test_passwords_are_redacted_from_urls() -> None:
     assert redact("redis://:hunter2@cache:6379/0") == "redis://:***@cache:6379/0"
     assert redact("redis://user:hunter2@cache:6379/0") == "redis://user:***@cache:6379/0"
     assert redact("redis://cache:6379/0") == "redis://cache:6379/0"
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://idp.example/.well-known/jwks.json", "ftp://idp.example/jwks", "https:///jwks"],
+)
+def test_a_jwks_url_that_could_be_altered_in_transit_stops_the_api(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], url: str
+) -> None:
+    monkeypatch.delenv("JWT_SECRET", raising=False)
+    monkeypatch.setenv("JWT_JWKS_URL", url)
+    with pytest.raises(SystemExit):
+        load_or_exit(ApiSettings)
+    assert "JWT_JWKS_URL must be an https:// URL" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("url", ["https://idp.example/jwks", "http://127.0.0.1:8080/jwks"])
+def test_a_jwks_url_over_https_or_on_loopback_is_accepted(
+    monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    monkeypatch.delenv("JWT_SECRET", raising=False)
+    monkeypatch.setenv("JWT_JWKS_URL", url)
+    assert load_or_exit(ApiSettings).jwt_jwks_url == url
