@@ -11,13 +11,14 @@ on machines without Docker.
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from testcontainers.community.redis import RedisContainer
 from testcontainers.core.container import DockerContainer
 from testcontainers.core.wait_strategies import HttpWaitStrategy, LogMessageWaitStrategy
+
+from devstack.processes import free_port
 
 KAFKA_IMAGE = "apache/kafka:3.9.1"
 REDIS_IMAGE = "redis:7.4-alpine"
@@ -73,7 +74,7 @@ def minio_container() -> DockerContainer:
 
 
 def start_kafka() -> tuple[str, Stopper]:
-    port = _free_port()
+    port = free_port()
     container = kafka_container(port).start()
     return f"{docker_host()}:{port}", container.stop
 
@@ -88,10 +89,3 @@ def start_s3() -> tuple[str, tuple[str, str], Stopper]:
     container = minio_container().start()
     host, port = container.get_container_host_ip(), container.get_exposed_port(9000)
     return f"http://{host}:{port}", MINIO_CREDENTIALS, container.stop
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port

@@ -9,6 +9,7 @@ starts a Redis Cluster of such servers for the tests that need one.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -21,12 +22,36 @@ from pathlib import Path
 
 import redis
 
+# Ports are chosen below the kernel's ephemeral range: a port from inside it (what binding
+# port 0 gives) can be taken, before the server that is to listen on it has started, as the
+# source port of any outgoing connection - "Address already in use" at random.
+LOWEST_PORT = 10_000
+_handed_out: set[int] = set()
+
+
+def ephemeral_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768  # Linux's default; macOS starts at 49152
+
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
+    """A loopback port nobody listens on, outside the ephemeral range, not handed out before
+    by this process."""
+    highest = ephemeral_start() - 1
+    for _ in range(1000):
+        port = random.randint(LOWEST_PORT, highest)
+        if port in _handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
         return port
+    raise RuntimeError(f"no free port between {LOWEST_PORT} and {highest}")
 
 
 def wait_for_port(port: int, process: subprocess.Popen[bytes], name: str, timeout: float) -> None:
