@@ -74,13 +74,16 @@ class JobState(NamedTuple):
 # Hash fields, one per group; short, since memory is per job.
 F_HEAD, F_ORIGIN, F_PUBLIC = "h", "o", "p"
 GROUP_FIELDS = (F_HEAD, F_ORIGIN, F_PUBLIC)
+_GROUP_FIELD_BYTES = tuple(name.encode() for name in GROUP_FIELDS)
 # The separator between the values of one group: it never occurs in them (compact JSON
 # escapes control characters; ids, statuses, types and timestamps have none).
 UNIT = "\x1f"
 _UNIT_BYTES = UNIT.encode()
-# Between the groups of a job where they are joined into one string (the digest of a job that
-# `replay verify` and `replay job` compare): a control character no group value holds.
+# Between the groups of a job where they are joined into one string (`join_groups`: what a
+# merge announces on the job's channel, and what the digests `replay verify` compares hash):
+# a control character no group value holds.
 GROUP_SEPARATOR = "\x1e"
+_GROUP_SEPARATOR_BYTES = GROUP_SEPARATOR.encode()
 # A job's delta for the server-side merge: its head, origin and public group values, '' for
 # an absent group.
 Delta = tuple[str, str, str]
@@ -215,6 +218,22 @@ def stored_public(value: bytes) -> tuple[int, bytes]:
 def stored_seq(value: bytes | None) -> int:
     """The seq of a stored group's tag; 0 for an absent group."""
     return int(value[: value.index(_UNIT_BYTES)]) if value else 0
+
+
+def join_groups(state: JobState) -> str:
+    """A state's group values joined (h, o, p; '' for an absent group), as the server-side
+    functions join a stored job's."""
+    return GROUP_SEPARATOR.join(pack_delta(state))
+
+
+def split_groups(joined: bytes) -> dict[bytes, bytes] | None:
+    """The hash fields (as HGETALL returns them) of a job whose groups are joined as a merge
+    announces them; None for a payload that is not that (an announcement of an older release,
+    which carried only the public seq)."""
+    values = joined.split(_GROUP_SEPARATOR_BYTES)
+    if len(values) != len(GROUP_FIELDS):
+        return None
+    return {name: value for name, value in zip(_GROUP_FIELD_BYTES, values, strict=True) if value}
 
 
 def lua_prelude() -> str:

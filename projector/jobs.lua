@@ -37,54 +37,53 @@ end
 -- The fold's ranks (projector/fold.py head_rank, origin_rank): the head and the public group
 -- go to the greatest (seq, event_id), the origin to the least seq and, among equal seqs, the
 -- greatest event_id; between twins (the same seq and event_id, different content), to the
--- greater value. Seqs are at most 2^53-1, exact as Lua numbers. Returns whether the new value
--- (whose seq is `seq`) beats the stored one, and the stored seq.
+-- greater value. Seqs are at most 2^53-1, exact as Lua numbers. Whether the new value (whose
+-- seq is `seq`) beats the stored one.
 local function beats(new, seq, stored, least_seq_wins)
-  if not stored then return true, nil end
+  if not stored then return true end
   local stored_seq = seq_of(stored)
   if seq ~= stored_seq then
-    if least_seq_wins then return seq < stored_seq, stored_seq end
-    return seq > stored_seq, stored_seq
+    if least_seq_wins then return seq < stored_seq end
+    return seq > stored_seq
   end
   local new_id, stored_id = id_of(new), id_of(stored)
-  if new_id ~= stored_id then return greater(new_id, stored_id), stored_seq end
-  return greater(new, stored), stored_seq
+  if new_id ~= stored_id then return greater(new_id, stored_id) end
+  return greater(new, stored)
+end
+
+-- A job's groups joined into one string, '' for an absent group: what a merge announces and
+-- what the digests hash (`contracts.job_state.split_groups` reads it).
+local function joined(values)
+  return (values[1] or '') .. GROUP_SEPARATOR .. (values[2] or '') .. GROUP_SEPARATOR
+    .. (values[3] or '')
 end
 
 -- Merges one job's delta (its head, origin and public group values, '' for an absent group)
 -- into its hash. Returns the number of groups written and whether the head was.
--- A change of the head or public group is announced on the job's channel (its key) with the
--- job's public seq (0 without one).
+-- Every change is announced on the job's channel (its key) with the job's groups as they now
+-- are (`joined`): the api's near cache takes the new state from the announcement and its
+-- waiting readers answer without reading the job again.
 -- Redis runs this for every job of every batch, on the core the projector does not use: it
 -- reads each stored group once, makes no strings it can avoid (the channel is the key itself)
 -- and takes an event id out of a value only when the seqs are equal.
 local function merge_one(key, head, origin, public)
   local stored = call('HMGET', key, 'h', 'o', 'p')
-  local set, n, announce, head_written = {}, 0, false, false
+  local set, n, head_written = {}, 0, false
   if head ~= '' and beats(head, seq_of(head), stored[1], false) then
     set[n + 1] = 'h'; set[n + 2] = head; n = n + 2
-    announce, head_written = true, true
+    stored[1], head_written = head, true
   end
   if origin ~= '' and beats(origin, seq_of(origin), stored[2], true) then
     set[n + 1] = 'o'; set[n + 2] = origin; n = n + 2
+    stored[2] = origin
   end
-  local public_seq = 0
-  if public ~= '' then
-    local seq = seq_of(public)
-    local wins, stored_seq = beats(public, seq, stored[3], false)
-    if wins then
-      set[n + 1] = 'p'; set[n + 2] = public; n = n + 2
-      announce = true
-      public_seq = seq
-    else
-      public_seq = stored_seq
-    end
-  elseif stored[3] then
-    public_seq = seq_of(stored[3])
+  if public ~= '' and beats(public, seq_of(public), stored[3], false) then
+    set[n + 1] = 'p'; set[n + 2] = public; n = n + 2
+    stored[3] = public
   end
   if n > 0 then
     call('HSET', key, unpack(set))
-    if announce then call('SPUBLISH', key, public_seq) end
+    call('SPUBLISH', key, joined(stored))
   end
   return n / 2, head_written
 end
@@ -123,11 +122,6 @@ local function job_merge_expiring(keys, args)
   return written
 end
 
-local function joined(values)
-  return (values[1] or '') .. GROUP_SEPARATOR .. (values[2] or '') .. GROUP_SEPARATOR
-    .. (values[3] or '')
-end
-
 -- KEYS: job hashes. Returns per key the SHA1 of its groups joined, or false when it does not
 -- exist.
 local function job_digests(keys)
@@ -144,9 +138,9 @@ local function job_digests(keys)
 end
 
 -- KEYS[1]: a job hash. ARGV: its h, o, p values as the caller read them ('' for absent), the
--- public seq to announce, the unix time the key expires at ('' for never), then the new fields
--- and values. Replaces the hash only while it still holds what was read (a live merge in
--- between makes it return 0).
+-- new h, o, p values joined (what is announced), the unix time the key expires at ('' for
+-- never), then the new fields and values. Replaces the hash only while it still holds what was
+-- read (a live merge in between makes it return 0).
 local function job_replace_if_unchanged(keys, args)
   if not call then bind() end
   local key = keys[1]

@@ -2,9 +2,10 @@
 
 The function (`jobs.lua`) compares the tags of the three groups as the fold ranks them and
 copies the winners' values, so a delta can be merged any number of times in any order. It
-announces a change of the head or public group on the job's channel, named like the job's
-key, with SPUBLISH (sharded pub/sub: it works on a single server and stays slot-local on a
-cluster). Functions rather than EVALSHA: in a cluster pipeline, FCALL is routed by key slot.
+announces every change, with the job's groups as they now are, on the job's channel (named
+like the job's key) with SPUBLISH (sharded pub/sub: it works on a single server and stays
+slot-local on a cluster). Functions rather than EVALSHA: in a cluster pipeline, FCALL is
+routed by key slot.
 """
 
 from __future__ import annotations

@@ -47,7 +47,14 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from contracts.events import TENANT_PATTERN, ULID_PATTERN
-from contracts.job_state import GROUP_FIELDS, JobState, decode_state, encode_state, job_key
+from contracts.job_state import (
+    GROUP_FIELDS,
+    JobState,
+    decode_state,
+    encode_state,
+    job_key,
+    join_groups,
+)
 from contracts.redis_client import AnyRedis
 from contracts.storage import StorageRules
 from projector.dead_letter import one_line
@@ -359,9 +366,8 @@ async def replace_if_unchanged(
     expire_at: str = "",
 ) -> bool:
     """Replace the job's hash with `state` if it still is what `read` saw, and announce the
-    change (payload: the public seq, 0 without one, as the merge does). `expire_at`: the unix
-    time the key expires at ('' never: JOB_RETENTION_SECONDS). False: it changed."""
-    announced = 0 if state.public is None else state.public.seq
+    change (payload: the new groups joined, as the merge announces them). `expire_at`: the
+    unix time the key expires at ('' never: JOB_RETENTION_SECONDS). False: it changed."""
     values = chain.from_iterable(encode_state(state).items())
     as_read = (read.get(name.encode(), b"") for name in GROUP_FIELDS)
     client: Any = redis
@@ -370,7 +376,7 @@ async def replace_if_unchanged(
         1,
         job_key(version, tenant, job_id),
         *as_read,
-        announced,
+        join_groups(state),
         expire_at,
         *values,
     )

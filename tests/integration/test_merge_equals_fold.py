@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from redis.asyncio import Redis
 
 from contracts.events import JobEvent
-from contracts.job_state import decode_state, job_key
+from contracts.job_state import decode_state, job_key, split_groups
 from projector.event_fields import fields_of
 from projector.fold import BatchFold, fold
 from projector.redis_client import connect_redis
@@ -38,23 +38,43 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
 
 async def merged_in_redis(redis_url: str, batches: list[list[JobEvent]]) -> dict[str, str]:
     """Each batch folded by `BatchFold` and merged by the Lua merge, one after the other, into
-    a version of its own; the job's stored hash."""
+    a version of its own; the job's stored hash. Each change's announcement is checked on the
+    way: the job's groups as the merge left them, which the api's near cache keeps."""
     version = f"prop{uuid.uuid4().hex[:8]}"
+    job_id = batches[0][0].job_id
+    key = job_key(version, TENANT, job_id)
     client = await connect_redis(redis_url)
+    pubsub: Any = client.pubsub()
     try:
         await load_functions(client)
+        await pubsub.ssubscribe(key)
         store = ProjectionStore(client, version)
         for batch in batches:
             fold_ = BatchFold()
             for event in batch:
                 fold_.add(fields_of(event))
-            await store.merge_packed(*fold_.packed())
-        job_id = batches[0][0].job_id
-        raw: Any = await client.hgetall(job_key(version, TENANT, job_id))
-        await client.delete(job_key(version, TENANT, job_id))
+            written = await store.merge_packed(*fold_.packed())
+            raw: Any = await client.hgetall(key)
+            await client.spublish(key, b"end of batch")  # behind the merge's, if any
+            announced = [message async for message in _announcements(pubsub)]
+            assert announced == ([raw] if written[0] else []), (announced, raw)
+        await client.delete(key)
     finally:
+        await pubsub.aclose()
         await client.aclose()
     return {name.decode(): value.decode() for name, value in raw.items()}
+
+
+async def _announcements(pubsub: Any) -> Any:
+    """The job states announced up to the "end of batch" marker."""
+    while True:
+        message = await pubsub.get_message(timeout=5)
+        assert message is not None, "no end-of-batch marker within 5 s"
+        if message["type"] != "smessage":
+            continue
+        if message["data"] == b"end of batch":
+            return
+        yield split_groups(message["data"])
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

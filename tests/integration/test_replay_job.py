@@ -30,6 +30,7 @@ from contracts.job_state import (
     encode_state,
     head_value,
     job_key,
+    join_groups,
 )
 from contracts.publisher import encode_event
 from devstack import create_topics
@@ -223,10 +224,9 @@ async def test_a_deleted_job_is_recreated_and_its_readers_are_woken(
 
     assert "head: absent in redis" in capsys.readouterr().out
     assert await stored_state(redis, projected.version, ref) == expected
-    public_seq = 0 if expected.public is None else expected.public.seq
     assert [m and (m["type"], m["data"]) for m in messages] == [
         ("ssubscribe", 1),
-        ("smessage", str(public_seq).encode()),
+        ("smessage", join_groups(expected).encode()),
     ]
 
 
