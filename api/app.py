@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -23,6 +24,7 @@ from api.errors import (
 )
 from api.fast_path import FastJobReads
 from api.metrics import ApiMetrics, RequestMetrics
+from api.near_cache import NearCache
 from api.notifier import ChangeNotifier
 from api.presign import Presigner
 from api.reader import JobReader
@@ -53,8 +55,24 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis = LazyRedis(settings.redis_url)  # a server or a cluster, told on first use
         notifier = ChangeNotifier(redis)
+        cache = None
+        if settings.api_near_cache_bytes > 0:
+            cache = notifier.cache = NearCache(
+                settings.api_near_cache_bytes,
+                settings.api_near_cache_max_age_seconds,
+                keep=notifier.keep,
+                release=notifier.release,
+            )
+            metrics.watch_near_cache(cache)
+        reader = JobReader(
+            redis,
+            settings.active_version_ttl_seconds,
+            tracer,
+            cache,
+            metrics.redis_read_seconds.observe,
+        )
         app.state.services = Services(
-            reader=JobReader(redis, settings.active_version_ttl_seconds, tracer),
+            reader=reader,
             verifier=verifier,
             presigner=presigner,
             notifier=notifier,
@@ -65,6 +83,10 @@ def create_app(
             storage=settings.storage_rules,
             waiters=waiters,
         )
+        # What start-up made lives as long as the process: out of the collector's sight, so
+        # that a full collection does not walk it again in the middle of a request.
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from opentelemetry import trace
@@ -24,17 +25,22 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.access_log import AccessLog
 from api.errors import PUBLIC_PATHS
+from api.near_cache import NearCache
 from contracts.build import register_build_info, register_runtime_collectors
 from contracts.http import JOB_ROUTE, JOBS_PATH
 from contracts.tracing import context_of
 
 # A read takes a fraction of a millisecond; a long-poll up to 25 s.
 REQUEST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 25)
+# One Redis round trip, a GC pause, a late wake-up of the event loop: 50 µs to a second.
+PAUSE_BUCKETS = (5e-5, 1e-4, 2.5e-4, 5e-4, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 1)
 # One presigned URL: a few microseconds.
 PRESIGN_BUCKETS = (2e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3)
 
@@ -76,9 +82,42 @@ class ApiMetrics:
             registry=self.registry,
             multiprocess_mode="livesum",
         )
+        self.redis_read_seconds = Histogram(
+            "api_redis_read_seconds",
+            "One read of a job from Redis (HGETALL), the wait for a connection included; reads "
+            "answered by the near cache make none.",
+            buckets=PAUSE_BUCKETS,
+            registry=self.registry,
+        )
+        self.gc_pause_seconds = Histogram(
+            "api_gc_pause_seconds",
+            "Collections of Python's cyclic garbage collector, by generation: the process "
+            "answers nothing meanwhile.",
+            ["generation"],
+            buckets=PAUSE_BUCKETS,
+            registry=self.registry,
+        )
+        self.event_loop_lag_seconds = Histogram(
+            "api_event_loop_lag_seconds",
+            "How late a timer of the event loop fires: what any request waiting on the loop "
+            "waits for beyond its own work.",
+            buckets=PAUSE_BUCKETS,
+            registry=self.registry,
+        )
+        self._near_cache: _NearCacheCollector | None = None
         register_build_info("api", self.registry)
         if multiprocess_dir() is None:  # one process: its own runtime; else per worker, apart
             register_runtime_collectors(self.registry)
+
+    def watch_near_cache(self, cache: NearCache) -> None:
+        """The near cache's figures, read at each scrape (one process only: with
+        API_WORKERS > 1 each worker has its own cache and these are not exported)."""
+        if multiprocess_dir() is not None:
+            return
+        if self._near_cache is None:
+            self._near_cache = _NearCacheCollector(cache)
+            self.registry.register(self._near_cache)
+        self._near_cache.cache = cache  # an app started again: its new cache
 
     def observe_request(self, route: str, status: int, seconds: float) -> None:
         child = self._observers.get((route, status))
@@ -92,6 +131,29 @@ class ApiMetrics:
         workers = CollectorRegistry()
         MultiProcessCollector(workers)  # type: ignore[no-untyped-call]  # untyped upstream
         return generate_latest(workers)
+
+
+class _NearCacheCollector(Collector):
+    def __init__(self, cache: NearCache) -> None:
+        self.cache = cache
+
+    def collect(self) -> Iterator[Metric]:
+        cache = self.cache
+        yield CounterMetricFamily(
+            "api_near_cache_hits", "Reads answered by the near cache.", cache.hits
+        )
+        yield CounterMetricFamily(
+            "api_near_cache_misses", "Reads the near cache sent to Redis.", cache.misses
+        )
+        yield CounterMetricFamily(
+            "api_near_cache_flushes",
+            "Times the near cache was emptied because the change subscriber broke or reconnected.",
+            cache.flushes,
+        )
+        yield GaugeMetricFamily(
+            "api_near_cache_bytes", "What the near cache holds, in bytes.", cache.size_bytes
+        )
+        yield GaugeMetricFamily("api_near_cache_jobs", "Jobs the near cache holds.", len(cache))
 
 
 LONG_POLL_ROUTE = JOB_ROUTE + "?wait"

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import zlib
 from datetime import UTC, datetime
 
 from fastapi.responses import Response
@@ -63,7 +64,7 @@ def job_response(
     if_none_match: str | None,
 ) -> Response:
     bucket_seconds = services.presign_bucket_seconds
-    bucket_start = int(time.time()) // bucket_seconds * bucket_seconds
+    bucket_start = time_bucket(job_id, time.time(), bucket_seconds)
     fields = stored.fields
     seqs = f"{stored_seq(fields.get(_HEAD))}.{public_seq(stored)}"
     etag = f'"{stored.version}.{seqs}.{bucket_start}.{fields_digest(fields):08x}"'
@@ -72,7 +73,7 @@ def job_response(
         return Response(status_code=304, headers=headers)
     presigner = services.presigner
     cache_key = body_key(tenant_id, job_id, fields, bucket_start, presigner.credentials())
-    body = services.bodies.get(cache_key, bucket_start)
+    body = services.bodies.get(cache_key)
     if body is None:
         signed_at = datetime.fromtimestamp(bucket_start, UTC)
         expires_in = services.presign_ttl_seconds + bucket_seconds
@@ -91,6 +92,15 @@ def job_response(
         body = render_job(job_id, fields, sign)
         services.bodies.put(cache_key, body)
     return Response(body, media_type=JSON, headers=headers)
+
+
+def time_bucket(job_id: str, now: float, seconds: int) -> int:
+    """The start of the job's presign time bucket at `now`: URLs are signed as of it, so that
+    they and the ETag stay the same within it. Each job's buckets are offset by a fraction of
+    their length taken from its id, so that the jobs' bodies are signed again spread over the
+    bucket, not all in the same second (a burst of renders that every poller would wait on)."""
+    offset = zlib.crc32(job_id.encode()) % seconds
+    return int(now - offset) // seconds * seconds + offset
 
 
 def refuse_artifact(

@@ -36,22 +36,17 @@ ENTRY_OVERHEAD_BYTES = 512
 
 class BodyCache:
     """Rendered bodies keyed by everything a body depends on - the job's stored groups, the
-    presign time bucket, the signing credentials and the tenant (`body_key`) - so a hit is
-    always the body a render would give. Pollers re-read unchanged jobs; this spares them the
-    JSON and the HMACs. Bounded in bytes (the oldest body goes first); the bodies of a time
-    bucket are dropped when the next bucket starts, as no read can hit them again."""
+    job's presign time bucket, the signing credentials and the tenant (`body_key`) - so a hit
+    is always the body a render would give. Pollers re-read unchanged jobs; this spares them
+    the JSON and the HMACs. Bounded in bytes, the oldest body first: a body of a past time
+    bucket is never hit again (its key names the bucket) and is among the first to go."""
 
     def __init__(self, max_bytes: int) -> None:
         self._bodies: FIFOCache[Hashable, bytes] = FIFOCache(
             maxsize=max_bytes, getsizeof=lambda body: len(body) + ENTRY_OVERHEAD_BYTES
         )
-        self._bucket: int | None = None
 
-    def get(self, key: Hashable, bucket: int) -> bytes | None:
-        if bucket != self._bucket:
-            self._bodies.clear()
-            self._bucket = bucket
-            return None
+    def get(self, key: Hashable) -> bytes | None:
         return self._bodies.get(key)
 
     def put(self, key: Hashable, body: bytes) -> None:

@@ -34,6 +34,11 @@ class ApiSettings(StorageSettings):
     api_max_waiters_per_tenant: int = Field(default=1_000, ge=1)
     # Rendered bodies kept for pollers, in bytes.
     api_body_cache_bytes: int = Field(default=32 * 1024 * 1024, ge=0)
+    # Stored jobs kept in the process for hot jobs and long-polls (`api.near_cache`), in bytes;
+    # 0: every read goes to Redis. The age is the backstop for changes nobody announces (a job
+    # expiring under JOB_RETENTION_SECONDS).
+    api_near_cache_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
+    api_near_cache_max_age_seconds: float = Field(default=1.0, gt=0, le=60)
     api_docs: bool = True  # /docs, /redoc and /openapi.json
     api_access_log: bool = True  # one JSON line per request
     # How long the active projection version is trusted before it is read again.

@@ -70,27 +70,18 @@ def test_the_body_cache_key_changes_with_the_job_the_time_bucket_the_credentials
 def test_the_body_cache_is_bounded_in_bytes_and_drops_the_oldest_body() -> None:
     entry = ENTRY_OVERHEAD_BYTES + 100
     cache = BodyCache(max_bytes=2 * entry)
-    assert cache.get("a", bucket=60) is None
+    assert cache.get("a") is None
     cache.put("a", b"1" * 100)
     cache.put("b", b"2" * 100)
     assert cache.size_bytes == 2 * entry
     cache.put("c", b"3" * 100)
-    assert (cache.get("a", 60), cache.get("b", 60), cache.get("c", 60)) == (
+    assert (cache.get("a"), cache.get("b"), cache.get("c")) == (
         None,
         b"2" * 100,
         b"3" * 100,
     )
     cache.put("huge", b"x" * 3 * entry)  # larger than the whole cache: not kept
-    assert cache.get("huge", 60) is None
-
-
-def test_the_bodies_of_a_past_time_bucket_are_dropped_when_the_next_one_starts() -> None:
-    cache = BodyCache(max_bytes=1 << 20)
-    assert cache.get("a", bucket=60) is None
-    cache.put("a", b"body")
-    assert cache.get("a", 60) == b"body"
-    assert cache.get("a", 120) is None, "a new bucket: no body of the old one is served"
-    assert cache.size_bytes == 0
+    assert cache.get("huge") is None
 
 
 def test_the_fields_digest_tells_apart_a_same_seq_replacement() -> None:
