@@ -94,19 +94,80 @@ def projector_rows(r: dict[str, Any]) -> list[Row]:
     ]
 
 
-def read_rows(r: dict[str, Any]) -> list[Row]:
-    ours, bare = r["load"]["ours"], r["load"]["bare"]
-    rows: list[Row] = [
+# The read bench's targets, in the charts' order.
+READ_LABELS = {
+    "ours": "ours",  # results from before the hot and cold targets
+    "ours_hot": "ours, hot",
+    "ours_cold": "ours, cold",
+    "bare_hgetall_hot": "bare + HGETALL, hot",
+    "bare_hgetall_cold": "bare + HGETALL, cold",
+    "bare": "bare",
+}
+
+
+def rounds_of(r: dict[str, Any]) -> str:
+    rounds = r["rounds"]
+    return f"median of {rounds} round{'s' if rounds > 1 else ''} of {r['seconds_per_run']:g} s"
+
+
+def load_text(load: dict[str, Any]) -> str:
+    return f"{n(load['requests_per_s'])} req/s, p50 {ms(load['p50_ms'])}, p99 {ms(load['p99_ms'])}"
+
+
+def against(r: dict[str, Any], name: str) -> str:
+    """Ratio `name` of the read bench with its target: `0.26x (target ≤ 0.5, met)`."""
+    ratio, target = r["ratios"][name], r["targets"]["ratios"][name]
+    sign = "≤" if target["at_most"] else "≥"
+    verdict = "met" if r["meets"][name] else "missed"
+    return f"{times(ratio)} (target {sign} {target['target']:g}, {verdict})"
+
+
+def read_load_rows(r: dict[str, Any]) -> list[Row]:
+    load = r["load"]
+    hot = load["ours_hot"]
+    each = f"{hot['generator']}, {hot['connections']} connections, {rounds_of(r)}"
+    return [
         (
-            f"`GET /v1/jobs/{{id}}`, a job with 4 artifacts ({r['presigned_urls_per_response']} "
-            f"URLs), {ours['generator']}, {ours['connections']} connections",
-            f"{n(ours['requests_per_s'])} req/s, p50 {ms(ours['p50_ms'])}, "
-            f"p99 {ms(ours['p99_ms'])}",
-            f"bare FastAPI route, same body: {n(bare['requests_per_s'])} req/s, "
-            f"p50 {ms(bare['p50_ms'])}, p99 {ms(bare['p99_ms'])}",
-            f"{r['ours_vs_bare']:.2f}",
-        )
+            f"`GET /v1/jobs/{{id}}` hot: one job with 4 artifacts "
+            f"({r['presigned_urls_per_response']} URLs) read over and over, {each}",
+            load_text(hot),
+            "bare FastAPI route + one `HGETALL` (redis.asyncio), same body: "
+            + load_text(load["bare_hgetall_hot"]),
+            f"p99 {against(r, 'hot_p99_vs_bare_hgetall')}; "
+            f"req/s {against(r, 'hot_rps_vs_bare_hgetall')}",
+        ),
+        (
+            f"`GET /v1/jobs/{{id}}` cold: {n(r['cold_jobs'])} such jobs read in turn",
+            load_text(load["ours_cold"]),
+            f"bare + `HGETALL` of the same {n(r['cold_jobs'])} keys in turn: "
+            + load_text(load["bare_hgetall_cold"]),
+            f"p99 {against(r, 'cold_p99_vs_bare_hgetall')}; "
+            f"req/s {against(r, 'cold_rps_vs_bare_hgetall')}",
+        ),
+        (
+            "",
+            "",
+            f"bare FastAPI route, same body, no Redis: {load_text(load['bare'])}",
+            f"ours hot req/s {r['ours_vs_bare']:.2f} of it",
+        ),
     ]
+
+
+def read_rows(r: dict[str, Any]) -> list[Row]:
+    if "ours_hot" in r["load"]:
+        rows = read_load_rows(r)
+    else:  # a result from before the hot and cold targets: ours (hot) and bare only
+        ours, bare = r["load"]["ours"], r["load"]["bare"]
+        rows = [
+            (
+                f"`GET /v1/jobs/{{id}}`, a job with 4 artifacts "
+                f"({r['presigned_urls_per_response']} URLs), {ours['generator']}, "
+                f"{ours['connections']} connections",
+                load_text(ours),
+                f"bare FastAPI route, same body: {load_text(bare)}",
+                f"{r['ours_vs_bare']:.2f}",
+            )
+        ]
     for setup, cost in r["presign"].items():
         rows.append(
             (
@@ -314,21 +375,40 @@ def projector_chart(r: dict[str, Any], figure: Figure) -> None:
 
 def read_chart(r: dict[str, Any], figure: Figure) -> None:
     rate, latency = figure.subplots(1, 2)
-    ours, bare = r["load"]["ours"], r["load"]["bare"]
-    rate.bar(["ours", "bare route"], [ours["requests_per_s"], bare["requests_per_s"]])
-    rate.set_ylabel("requests/s")
-    rate.set_title(f"GET /v1/jobs/{{id}}: ours = {r['ours_vs_bare']:.2f} of bare")
-    width = 0.38
-    for offset, (name, load) in zip(
-        (-width / 2, width / 2), (("ours", ours), ("bare", bare)), strict=True
-    ):
+    names = [name for name in READ_LABELS if name in r["load"]]
+    loads = [r["load"][name] for name in names]
+    labels = [READ_LABELS[name] for name in names]
+    colors = [f"C{i}" for i in range(len(names))]
+    rates = [load["requests_per_s"] for load in loads]
+    rate.barh(labels, rates, color=colors)
+    bar_labels(rate, rates, [n(v) for v in rates])
+    rate.invert_yaxis()
+    rate.set_xlim(0, max(rates) * 1.25)
+    rate.set_xlabel("requests/s")
+    if "ratios" in r:
+        ratios = r["ratios"]
+        rate.set_title(
+            f"GET /v1/jobs/{{id}}: hot {ratios['hot_rps_vs_bare_hgetall']:.2f}{X}, "
+            f"cold {ratios['cold_rps_vs_bare_hgetall']:.2f}{X} bare + HGETALL",
+            fontsize=10,
+        )
+    else:
+        rate.set_title(f"GET /v1/jobs/{{id}}: ours = {r['ours_vs_bare']:.2f} of bare")
+    width = 0.8 / len(loads)
+    for i, (label, load) in enumerate(zip(labels, loads, strict=True)):
+        offset = (i - (len(loads) - 1) / 2) * width
         latency.bar(
-            [x + offset for x in (0, 1)], [load["p50_ms"], load["p99_ms"]], width, label=name
+            [x + offset for x in (0, 1)],
+            [load["p50_ms"], load["p99_ms"]],
+            width,
+            label=label,
+            color=colors[i],
         )
     latency.set_xticks([0, 1], ["p50", "p99"])
     latency.set_ylabel("ms")
-    latency.legend()
-    latency.set_title(f"latency, {ours['connections']} connections")
+    latency.legend(fontsize=8)
+    rounds = f", {rounds_of(r)}" if "rounds" in r else ""
+    latency.set_title(f"latency, {loads[0]['connections']} connections{rounds}", fontsize=10)
 
 
 def freshness_chart(r: dict[str, Any], figure: Figure) -> None:
@@ -410,7 +490,7 @@ def memory_chart(r: dict[str, Any], figure: Figure) -> None:
 
 CHARTS: dict[str, tuple[Callable[[dict[str, Any], Figure], None], tuple[float, float]]] = {
     "projector": (projector_chart, (8, 3.2)),
-    "read": (read_chart, (9, 3.5)),
+    "read": (read_chart, (11, 4)),
     "freshness": (freshness_chart, (7, 4)),
     "scale": (scale_chart, (13, 4)),
     "memory": (memory_chart, (8, 2.8)),
