@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from opentelemetry.trace import TracerProvider
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.access_log import AccessLog
 from api.auth import TokenVerifier, Unauthenticated, jwt_config
@@ -36,9 +37,33 @@ from api.waiters import TooManyWaiters, WaiterLimits
 from contracts.tracing import configure_tracing, tracer_of
 
 
+class JobsApi(FastAPI):
+    """The FastAPI app with its entrance in front of Starlette's middleware stack: the request
+    metrics (which time and log every request) and the fast path (`api.fast_path`), which
+    answers a routine poll without the layers of that stack - error pages, body limits,
+    exception telemetry - none of which such a poll needs. Everything else goes on to FastAPI
+    (`behind`). An error the fast path does not answer itself reaches the server, which answers
+    500, as Starlette's error middleware would."""
+
+    _entrance: ASGIApp | None = None
+
+    def enter_through(self, entrance: ASGIApp) -> None:
+        self._entrance = entrance
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._entrance is None:
+            await super().__call__(scope, receive, send)
+            return
+        scope["app"] = self
+        await self._entrance(scope, receive, send)
+
+    async def behind(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await super().__call__(scope, receive, send)
+
+
 def create_app(
     settings: ApiSettings | None = None, tracer_provider: TracerProvider | None = None
-) -> FastAPI:
+) -> JobsApi:
     settings = settings or ApiSettings()
     if tracer_provider is None:
         configure_tracing("jobs-api")
@@ -95,7 +120,7 @@ def create_app(
             if access_log is not None:
                 access_log.flush()
 
-    app = FastAPI(
+    app = JobsApi(
         title="Jobs read API",
         version="1.0.0",
         description="Where is my job? Reads job projections, presigning artifact URLs.",
@@ -111,9 +136,9 @@ def create_app(
         redirect_slashes=False,
     )
     app.include_router(router)
-    app.add_middleware(FastJobReads)
-    # Added last: outermost, it times and logs everything.
-    app.add_middleware(RequestMetrics, metrics=metrics, access_log=access_log, tracer=tracer)
+    app.enter_through(
+        RequestMetrics(FastJobReads(app.behind), metrics, access_log, tracer),
+    )
     app.add_exception_handler(Unauthenticated, on_unauthenticated)
     app.add_exception_handler(TooManyWaiters, on_too_many_waiters)
     for unavailable in UNAVAILABLE_ERRORS:
