@@ -4,7 +4,6 @@ tests/integration/test_near_cache.py)."""
 from __future__ import annotations
 
 from api.near_cache import ENTRY_OVERHEAD_BYTES, RECENT_READS, NearCache
-from api.read_job import time_bucket
 
 OLD = {b"h": b"1\x1fa\x1fQUEUED\x1f[]"}
 NEW = {b"h": b"2\x1fb\x1fRUNNING\x1f[]"}
@@ -118,17 +117,3 @@ def test_a_key_read_twice_among_the_recent_reads_is_kept_subscribed_and_eviction
         cache.fill(key, cache.ticket(key), OLD)
     assert cache.size_bytes <= 2 * entry
     assert [cache.lookup(key) for key in ("a", "b", "c")] == [None, OLD, OLD]
-
-
-def test_each_job_has_its_own_time_bucket_and_they_turn_spread_over_the_bucket() -> None:
-    seconds = 60
-    jobs = [f"01J{n:023d}" for n in range(200)]
-    now = 1_800_000_000.5
-    starts = {job: time_bucket(job, now, seconds) for job in jobs}
-    for job, start in starts.items():
-        assert start <= now < start + seconds
-        assert time_bucket(job, start, seconds) == start
-        assert time_bucket(job, start + seconds - 0.001, seconds) == start
-        assert time_bucket(job, start + seconds, seconds) == start + seconds
-    offsets = {start % seconds for start in starts.values()}
-    assert len(offsets) > seconds // 2, "the jobs' buckets turn at many different seconds"
