@@ -11,6 +11,8 @@ acknowledges manually: `Pipeline.handle` writes and commits (`projector.pipeline
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -22,6 +24,7 @@ from faststream.asgi import AsgiFastStream
 from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.kafka.message import FakeConsumer
 
+from contracts.pauses import watch_gc, watch_loop_lag
 from contracts.redis_client import AnyRedis
 from projector.dead_letter import KafkaDeadLetters
 from projector.heartbeat import Heartbeat
@@ -77,12 +80,26 @@ def create_app(
     @subscriber
     async def project(message: KafkaMessage) -> None:
         records: Sequence[Record] = message.raw_message
+        metrics.batch_handed_over(records)
         assert late.pipeline is not None
         consumer: Any = subscriber.consumer
         await late.pipeline.handle(records, consumer)
 
     @asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:
+        unwatch_gc = watch_gc(metrics.gc_paused)
+        loop_lag = asyncio.create_task(watch_loop_lag(metrics.loop_lagged))
+        try:
+            async with _resources():
+                yield
+        finally:
+            loop_lag.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop_lag
+            unwatch_gc()
+
+    @asynccontextmanager
+    async def _resources() -> AsyncIterator[None]:
         redis = late.redis = await connect_redis(settings.redis_url)
         producer = AIOKafkaProducer(
             **settings.kafka.client_options(),
