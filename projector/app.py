@@ -40,6 +40,10 @@ from projector.store import ProjectionStore, load_functions
 
 log = logging.getLogger("projector")
 
+# How long one fetch of the consumer keeps waiting while nothing comes, before FastStream's
+# loop gets control back (and sleeps BATCH_TIMEOUT_MS): see `projector.kafka.lenient`.
+IDLE_WAIT_MS = 1_000
+
 
 class _Late:
     """Filled in by the lifespan: the handler is registered before resources exist."""
@@ -58,7 +62,9 @@ def create_app(
         logger=log,
         log_level=logging.DEBUG,
     )
-    consume_leniently(broker)  # records aiokafka cannot decode become poison, not a stall
+    # Records aiokafka cannot decode become poison, not a stall; an empty fetch is not
+    # followed by a sleep while records come at least once a second.
+    consume_leniently(broker, idle_wait_ms=IDLE_WAIT_MS)
     late = _Late()
     metrics = metrics or ProjectorMetrics(
         version=settings.projection_version, group=settings.group_id
