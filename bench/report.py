@@ -205,9 +205,26 @@ def freshness_rows(r: dict[str, Any]) -> list[Row]:
             f"p99 {ms(stored['p99_ms'])}; merged → visible: p50 {ms(api['p50_ms'])}, "
             f"p99 {ms(api['p99_ms'])}",
             "",
-            "",
+            f"merged → visible target p99 ≤ {r.get('stored_to_visible_target_p99_ms', 10):.0f} "
+            f"ms {'met' if r.get('meets_stored_to_visible_target') else 'missed'}",
         ),
     ]
+    runs = r.get("run_count", 1)
+    if runs > 1:
+        what, ours, baseline, ratio = rows[0]
+        rows[0] = (what, ours, baseline, f"{ratio}; medians of {runs} runs")
+    if projector := r.get("projector"):
+        fetched, merged = projector["fetch_delay"], projector["batch_merged"]
+        rows.append(
+            (
+                "",
+                f"handed to the producer → fetched by the projector: p50 {ms(fetched['p50'])}, "
+                f"p99 {ms(fetched['p99'])}; fetched → merged, per batch: p50 "
+                f"{ms(merged['p50'])}, p99 {ms(merged['p99'])} (the projector's histograms)",
+                "",
+                "",
+            )
+        )
     compared = r.get("broker_at_compare_linger")
     if compared:
         alone = compared["broker_delivery"]
@@ -429,7 +446,7 @@ def freshness_chart(r: dict[str, Any], figure: Figure) -> None:
         )
     axes.axvline(r["target_p99_ms"], color="black", linestyle="--", linewidth=1)
     axes.axhline(99, color="grey", linestyle=":", linewidth=1)
-    axes.text(r["target_p99_ms"], 3, " target: p99 ≤ 100 ms", fontsize=8)
+    axes.text(r["target_p99_ms"], 3, f" target: p99 ≤ {r['target_p99_ms']:.0f} ms", fontsize=8)
     axes.set_xlabel("ms since produced")
     axes.set_ylabel("% of events")
     axes.set_title(

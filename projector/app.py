@@ -11,6 +11,8 @@ acknowledges manually: `Pipeline.handle` writes and commits (`projector.pipeline
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -22,6 +24,7 @@ from faststream.asgi import AsgiFastStream
 from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.kafka.message import FakeConsumer
 
+from contracts.pauses import watch_gc, watch_loop_lag
 from contracts.redis_client import AnyRedis
 from projector.dead_letter import KafkaDeadLetters
 from projector.heartbeat import Heartbeat
@@ -36,6 +39,10 @@ from projector.settings import ProjectorSettings
 from projector.store import ProjectionStore, load_functions
 
 log = logging.getLogger("projector")
+
+# How long one fetch of the consumer keeps waiting while nothing comes, before FastStream's
+# loop gets control back (and sleeps BATCH_TIMEOUT_MS): see `projector.kafka.lenient`.
+IDLE_WAIT_MS = 1_000
 
 
 class _Late:
@@ -55,7 +62,9 @@ def create_app(
         logger=log,
         log_level=logging.DEBUG,
     )
-    consume_leniently(broker)  # records aiokafka cannot decode become poison, not a stall
+    # Records aiokafka cannot decode become poison, not a stall; an empty fetch is not
+    # followed by a sleep while records come at least once a second.
+    consume_leniently(broker, idle_wait_ms=IDLE_WAIT_MS)
     late = _Late()
     metrics = metrics or ProjectorMetrics(
         version=settings.projection_version, group=settings.group_id
@@ -77,12 +86,26 @@ def create_app(
     @subscriber
     async def project(message: KafkaMessage) -> None:
         records: Sequence[Record] = message.raw_message
+        metrics.batch_handed_over(records)
         assert late.pipeline is not None
         consumer: Any = subscriber.consumer
         await late.pipeline.handle(records, consumer)
 
     @asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:
+        unwatch_gc = watch_gc(metrics.gc_paused)
+        loop_lag = asyncio.create_task(watch_loop_lag(metrics.loop_lagged))
+        try:
+            async with _resources():
+                yield
+        finally:
+            loop_lag.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop_lag
+            unwatch_gc()
+
+    @asynccontextmanager
+    async def _resources() -> AsyncIterator[None]:
         redis = late.redis = await connect_redis(settings.redis_url)
         producer = AIOKafkaProducer(
             **settings.kafka.client_options(),

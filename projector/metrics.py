@@ -1,16 +1,19 @@
-"""The projector's Prometheus metrics (CONTRACT §5), fed once per committed batch.
+"""The projector's Prometheus metrics (CONTRACT §5), fed once per batch.
 
 Counting per batch, not per event, keeps the metrics off the hot path: a batch of 2,000
-events costs a handful of counter increments. The event-to-visible latency is observed on a
-sample of each batch (`projector.batch.LATENCY_SAMPLE` events). The consumer lag is computed
-when scraped, from the broker's high watermark of the last fetch and our last commit, so it
-keeps growing while the projector is stuck (Redis down) instead of showing the last value.
+events costs a handful of counter increments. The event-to-visible latency and the fetch
+delay are observed on a sample of each batch (`projector.batch.LATENCY_SAMPLE` events). The
+consumer lag is computed when scraped, from the broker's high watermark of the last fetch and
+our last commit, so it keeps growing while the projector is stuck (Redis down) instead of
+showing the last value. Pauses of the process (garbage collections, a late event loop) come
+from `contracts.pauses`.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 from aiokafka import TopicPartition
@@ -18,11 +21,23 @@ from aiokafka.errors import IllegalStateError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from contracts.build import register_build_info, register_runtime_collectors
-from projector.batch import PreparedBatch
+from projector.batch import LATENCY_SAMPLE, PreparedBatch
+from projector.intake import Record
 from projector.pipeline import BatchOutcome
 
 # Seconds: from a few milliseconds (a batch, a fresh event) to minutes (a backlog).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+# Seconds: the stages of a fresh event's way, by the millisecond up to 50 ms (the freshness
+# target's scale), then as LATENCY_BUCKETS.
+STAGE_BUCKETS = (
+    *(0.001, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.0125, 0.015, 0.0175, 0.02),
+    *(0.025, 0.03, 0.035, 0.04, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+# Seconds: from a tenth of a millisecond (a young collection, a timer's granularity) to
+# seconds (a process that did not get a CPU).
+PAUSE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1)
+# Records per batch handed over by the consumer (BATCH_MAX_RECORDS is 2,000 by default).
+BATCH_SIZE_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2000, 5000, 10000)
 # A scrape must answer within Prometheus's timeout even while a partition's offset is reset.
 POSITION_WAIT_SECONDS = 0.2
 
@@ -77,6 +92,54 @@ class ProjectorMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         ).labels(**whose)
+        self._batch_records = Histogram(
+            "projector_batch_records",
+            "Records in a batch handed over by the consumer.",
+            labels,
+            buckets=BATCH_SIZE_BUCKETS,
+            registry=self.registry,
+        ).labels(**whose)
+        self._fetch_delay = Histogram(
+            "projector_fetch_delay_seconds",
+            "From a record's Kafka timestamp (its producer's clock; the broker's on a topic "
+            "with LogAppendTime) to its hand-over to the projector by the consumer (a sample "
+            "of each batch): the broker, the fetch and the consumer's wait.",
+            labels,
+            buckets=STAGE_BUCKETS,
+            registry=self.registry,
+        ).labels(**whose)
+        self._batch_merged = Histogram(
+            "projector_batch_merged_seconds",
+            "A batch from its hand-over by the consumer to its merges confirmed by Redis "
+            "(validate, fold, wait for the batches in flight before it, merge).",
+            labels,
+            buckets=STAGE_BUCKETS,
+            registry=self.registry,
+        ).labels(**whose)
+        self._merge_seconds = Histogram(
+            "projector_merge_seconds",
+            "A batch's merges from sending them to Redis's confirmation (the round trip).",
+            labels,
+            buckets=STAGE_BUCKETS,
+            registry=self.registry,
+        ).labels(**whose)
+        gc_pause = Histogram(
+            "projector_gc_pause_seconds",
+            "Collections of the cyclic garbage collector, by generation: how long each held "
+            "the process.",
+            ["generation", *labels],
+            buckets=PAUSE_BUCKETS,
+            registry=self.registry,
+        )
+        self._gc_pause = {g: gc_pause.labels(generation=str(g), **whose) for g in (0, 1, 2)}
+        self._loop_lag = Histogram(
+            "projector_event_loop_lag_seconds",
+            "How late a timer of the event loop fired (one every 50 ms): every callback and "
+            "socket read of the loop waited as long.",
+            labels,
+            buckets=PAUSE_BUCKETS,
+            registry=self.registry,
+        ).labels(**whose)
         self._lag = Gauge(
             "projector_consumer_lag",
             "Events on the partition not yet committed by this projector: the high "
@@ -112,6 +175,28 @@ class ProjectorMetrics:
         register_runtime_collectors(self.registry)
         self._committed: dict[TopicPartition, int] = {}
 
+    def batch_handed_over(self, records: Sequence[Record], now: float | None = None) -> None:
+        """A batch as the consumer hands it over: its size, and the fetch delay of a sample
+        of its records (`now`: the wall clock at the hand-over)."""
+        self._batch_records.observe(len(records))
+        if not records:
+            return
+        now = time.time() if now is None else now
+        observe = self._fetch_delay.observe
+        for record in records[:: -(-len(records) // LATENCY_SAMPLE)]:
+            if record.timestamp >= 0:  # -1: a record without a timestamp (message format 0)
+                observe(max(0.0, now - record.timestamp / 1000))
+
+    def gc_paused(self, seconds: float, generation: int) -> None:
+        """`contracts.pauses.watch_gc`'s callback."""
+        pause = self._gc_pause.get(generation)
+        if pause is not None:
+            pause.observe(seconds)
+
+    def loop_lagged(self, seconds: float) -> None:
+        """`contracts.pauses.watch_loop_lag`'s callback."""
+        self._loop_lag.observe(seconds)
+
     def batch_committed(
         self,
         batch: PreparedBatch,
@@ -123,6 +208,8 @@ class ProjectorMetrics:
         self._duplicate.inc(outcome.duplicates)
         self._dead_lettered.inc(outcome.dead_lettered)
         self._batch_seconds.observe(seconds)
+        self._batch_merged.observe(outcome.merged_seconds)
+        self._merge_seconds.observe(outcome.merge_seconds)
         observe = self._event_to_visible.observe
         for occurred_at in batch.occurred_at:
             observe(max(0.0, outcome.merged_at - occurred_at.timestamp()))

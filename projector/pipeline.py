@@ -89,6 +89,8 @@ class BatchOutcome:
     jobs: int = 0
     jobs_changed: int = 0
     merged_at: float = 0.0  # wall clock when Redis confirmed the merges
+    merge_seconds: float = 0.0  # the merges' round trip to Redis (the attempt that succeeded)
+    merged_seconds: float = 0.0  # from the batch's hand-over to its merges confirmed
 
     @property
     def applied(self) -> int:
@@ -208,12 +210,14 @@ class Pipeline:
     async def merge(self, batch: PreparedBatch) -> BatchOutcome:
         """Merge a batch's jobs. Raises when a merge failed."""
         outcome = BatchOutcome(events=len(batch.records), dead_lettered=len(batch.dead))
+        sent = time.perf_counter()
         if batch.expire_at is None:
             changed = await self._merge(batch.jobs, batch.packed)
         else:
             expiring: Any = self._merge  # ProjectionStore.merge_packed takes the expiries
             changed = await expiring(batch.jobs, batch.packed, batch.expire_at)
         outcome.merged_at = time.time()
+        outcome.merge_seconds = time.perf_counter() - sent
         outcome.jobs = len(changed)
         unchanged = [index for index, groups in enumerate(changed) if not groups]
         outcome.jobs_changed = outcome.jobs - len(unchanged)
@@ -274,6 +278,7 @@ class Pipeline:
         outcome = await self._until_done(
             lambda: self.merge(batch), f"batch of {size} records not written"
         )
+        outcome.merged_seconds = time.perf_counter() - started
         if previous is not None:
             await previous  # commits stay in order; its merges are in Redis either way
         offsets = self.dead_letters.commit_offsets(next_offsets(batch.records))

@@ -50,6 +50,15 @@ FastStream builds its consumers with `partial(aiokafka.AIOKafkaConsumer, ...)`, 
 every connect, and takes no consumer class; `consume_leniently` re-points that partial at
 `LenientConsumer` right after each connect. Only `read_uncommitted` consumers are supported
 (the lenient fetch does not filter aborted transactions).
+
+`LenientConsumer` also keeps an empty fetch from costing a sleep (`idle_wait_ms`). FastStream
+0.7's batch subscriber calls `getmany(timeout_ms=batch_timeout_ms)` and, when that returns
+nothing, sleeps another `batch_timeout_ms` before it asks again: a record arriving during the
+sleep waits for it, although aiokafka's fetcher has it. With `idle_wait_ms`, a `getmany` that
+found nothing asks again, for up to `idle_wait_ms` in all, so FastStream sleeps only after
+that long without records. aiokafka's `getmany` returns as soon as its fetcher has records,
+so waiting longer costs no latency; stopping is not held up either (FastStream cancels its
+consume loop, aiokafka's `stop` ends a waiting `getmany`).
 """
 
 from __future__ import annotations
@@ -281,14 +290,37 @@ async def _position(consumer: AIOKafkaConsumer, tp: TopicPartition) -> int | Non
 
 class LenientConsumer(AIOKafkaConsumer):  # type: ignore[misc]  # aiokafka is untyped
     """An `AIOKafkaConsumer` whose `getmany` and `getone` hand over records it cannot decode
-    as `UndecodableRecord`s and lose none (the module's `getmany`)."""
+    as `UndecodableRecord`s and lose none (the module's `getmany`). With `idle_wait_ms`, a
+    `getmany` given a timeout that finds nothing keeps waiting up to that long in all."""
 
-    def __init__(self, *topics: str, **options: Any) -> None:
+    def __init__(self, *topics: str, idle_wait_ms: int = 0, **options: Any) -> None:
         if options.get("isolation_level", "read_uncommitted") != "read_uncommitted":
             raise ValueError("LenientConsumer reads with isolation_level='read_uncommitted' only")
+        if idle_wait_ms < 0:
+            raise ValueError(f"idle_wait_ms must be 0 or more, not {idle_wait_ms}")
         super().__init__(*topics, **options)
+        self._idle_wait = idle_wait_ms / 1000
 
     async def getmany(
+        self, *partitions: TopicPartition, timeout_ms: int = 0, max_records: int | None = None
+    ) -> Fetched:
+        """`getmany` of aiokafka (`_getmany_once`); while it returns nothing, called again
+        with the same timeout until `idle_wait_ms` have passed since this call began. A call
+        without a timeout (0) only takes what is already fetched, as aiokafka's does."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._idle_wait
+        while True:
+            fetched = await self._getmany_once(
+                *partitions, timeout_ms=timeout_ms, max_records=max_records
+            )
+            if fetched or timeout_ms <= 0:
+                return fetched
+            left_ms = int((deadline - loop.time()) * 1000)
+            if left_ms <= 0:
+                return fetched
+            timeout_ms = min(timeout_ms, left_ms)
+
+    async def _getmany_once(
         self, *partitions: TopicPartition, timeout_ms: int = 0, max_records: int | None = None
     ) -> Fetched:
         """aiokafka's own `getmany` while every record decodes, the common case, at its full
@@ -322,18 +354,23 @@ class LenientConsumer(AIOKafkaConsumer):  # type: ignore[misc]  # aiokafka is un
                 return records[0]
 
 
-def lenient_builder(builder: Callable[..., AIOKafkaConsumer]) -> Callable[..., AIOKafkaConsumer]:
-    """FastStream's consumer builder, building a `LenientConsumer` with the same options."""
+def lenient_builder(
+    builder: Callable[..., AIOKafkaConsumer], idle_wait_ms: int = 0
+) -> Callable[..., AIOKafkaConsumer]:
+    """FastStream's consumer builder, building a `LenientConsumer` with the same options
+    (and `idle_wait_ms`)."""
     if isinstance(builder, partial) and builder.func is LenientConsumer:
         return builder
     if not (isinstance(builder, partial) and builder.func is AIOKafkaConsumer):
         # A FastStream upgrade changed how it builds consumers: fail at start, not silently.
         raise TypeError(f"expected partial(AIOKafkaConsumer, ...) from FastStream: {builder!r}")
-    return partial(LenientConsumer, *builder.args, **builder.keywords)
+    options = builder.keywords | ({"idle_wait_ms": idle_wait_ms} if idle_wait_ms else {})
+    return partial(LenientConsumer, *builder.args, **options)
 
 
-def consume_leniently(broker: KafkaBroker) -> KafkaBroker:
-    """Make the broker's subscribers consume with `LenientConsumer`. FastStream's
+def consume_leniently(broker: KafkaBroker, idle_wait_ms: int = 0) -> KafkaBroker:
+    """Make the broker's subscribers consume with `LenientConsumer` (waiting up to
+    `idle_wait_ms` per `getmany` while nothing comes). FastStream's
     `KafkaBrokerConfig.connect` sets `builder = partial(aiokafka.AIOKafkaConsumer, ...)` on
     every connect, and subscribers build their consumer with it once connected."""
     config = broker.config.broker_config
@@ -341,7 +378,7 @@ def consume_leniently(broker: KafkaBroker) -> KafkaBroker:
 
     async def connect_leniently(**connection: Any) -> None:
         await connect(**connection)
-        config.builder = lenient_builder(config.builder)
+        config.builder = lenient_builder(config.builder, idle_wait_ms)
 
     config.connect = connect_leniently  # type: ignore[method-assign]  # on this instance only
     return broker

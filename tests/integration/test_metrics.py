@@ -129,6 +129,17 @@ async def test_metrics_count_real_traffic(
     assert value(seen, "projector_ready") == 1
     assert value(seen, "projector_paused_partitions") == 0
     assert value(seen, "projector_retrying_batches") == 0
+    # Per batch: its size, its records' fetch delay, its merge; the process's pauses.
+    batches = value(seen, "projector_batch_records_count")
+    assert batches >= 2
+    assert value(seen, "projector_batch_records_sum") == records
+    assert batches <= value(seen, "projector_fetch_delay_seconds_count") <= records
+    assert value(seen, "projector_merge_seconds_count") >= 2
+    assert value(seen, "projector_batch_merged_seconds_count") >= 2
+    assert value(seen, "projector_event_loop_lag_seconds_count") > 0, "a timer every 50 ms"
+    assert ("projector_gc_pause_seconds_count", "2") in {
+        (name, dict(labels).get("generation")) for name in seen for labels in seen[name]
+    }
     assert value(seen, "process_resident_memory_bytes") > 0, "the process collectors"
     assert "python_gc_collections_total" in seen
 
