@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -34,6 +35,7 @@ from api.render import BodyCache
 from api.routes import router
 from api.settings import ApiSettings
 from api.waiters import TooManyWaiters, WaiterLimits
+from contracts.pauses import watch_gc, watch_loop_lag
 from contracts.tracing import configure_tracing, tracer_of
 
 
@@ -112,9 +114,15 @@ def create_app(
         # that a full collection does not walk it again in the middle of a request.
         gc.collect()
         gc.freeze()
+        unwatch_gc = watch_gc(
+            lambda seconds, generation: metrics.gc_pause_seconds.labels(generation).observe(seconds)
+        )
+        loop_lag = asyncio.create_task(watch_loop_lag(metrics.event_loop_lag_seconds.observe))
         try:
             yield
         finally:
+            unwatch_gc()
+            loop_lag.cancel()
             await notifier.stop()
             await redis.aclose()
             if access_log is not None:

@@ -78,7 +78,13 @@ from bench.common import (
     send_partitioned,
     write_result,
 )
-from contracts.job_state import DEFAULT_VERSION, change_channel
+from contracts.job_state import (
+    DEFAULT_VERSION,
+    F_PUBLIC,
+    change_channel,
+    split_groups,
+    stored_seq,
+)
 from devstack import create_topics, start_stack
 from devstack.data import ulid
 from devstack.services import start_api, start_projector
@@ -263,11 +269,14 @@ async def bare_consumer(
         await consumer.stop()
 
 
+_PUBLIC = F_PUBLIC.encode()
+
+
 async def change_listener(
     redis_url: str, run: Run, ready: asyncio.Event, stop: asyncio.Event
 ) -> None:
     """Note when the merge announces each timed event in Redis (its SPUBLISH carries the
-    job's public seq): produce to stored, the api's share excluded."""
+    job's groups, and so its public seq): produce to stored, the api's share excluded."""
     channels = {
         change_channel(DEFAULT_VERSION, run.jobs[i].tenant, run.jobs[i].job_id): i
         for i in run.followed
@@ -284,7 +293,8 @@ async def change_listener(
                 continue
             now = clock()
             index = channels[message["channel"].decode()]
-            seq = int(message["data"])
+            fields = split_groups(message["data"]) or {}
+            seq = stored_seq(fields.get(_PUBLIC))
             for stored in range(seen[index] + 1, seq + 1):
                 run.stored_at[(index, stored)] = now
             seen[index] = max(seen[index], seq)

@@ -166,6 +166,12 @@ async def test_metrics_count_real_traffic(
     assert any(labels for labels in served["api_build_info"])
     assert value(served, "process_resident_memory_bytes") > 0
     assert value(served, "api_long_polls") == 0
+    # Six reads of six jobs, each read once: none is hot, each one went to Redis.
+    assert value(served, "api_near_cache_misses_total") == 6
+    assert value(served, "api_near_cache_hits_total") == 0
+    assert value(served, "api_redis_read_seconds_count") == 6
+    assert value(served, "api_near_cache_flushes_total") == 0
+    assert value(served, "api_event_loop_lag_seconds_count") > 0, "a timer every 50 ms"
 
 
 async def test_with_several_api_workers_any_scrape_counts_every_worker(
