@@ -10,6 +10,8 @@
   baseline is the data itself: the bytes of the key and its field values.
 - Projector RSS: `bench.projector` over `--projector-events` events on a tenth as many jobs,
   without its baselines, read at 10 %, 50 % and 100 % of the stream (0 skips it).
+`--hash-max-listpack-value N` sets that Redis setting on the bench's Redis before projecting,
+to measure the stored format under another hash encoding than the local stack's.
 Target: at most 2 KB per job. `python -m bench.memory [--jobs 100000]`.
 """
 
@@ -64,9 +66,10 @@ async def breakdown(redis: Redis, sample: int) -> dict[str, Any]:
     per_key = 2 + len(FIELDS)
     rows = [replies[i : i + per_key] for i in range(0, len(replies), per_key)]
     listpack = await redis.config_get("hash-max-listpack-*")
-    state = decode_state({text(k): text(v) for k, v in (await redis.hgetall(keys[0])).items()})
+    stored = {text(k): text(v) for k, v in (await redis.hgetall(keys[0])).items()}
+    state = decode_state(stored)
     manifest = [] if state.head is None else json.loads(state.head.manifest_json)
-    public = "" if state.public is None else state.public.event_json
+    public = stored.get(F_PUBLIC, "")  # as stored: does it hold the artifacts again?
     fields = {name: statistics.fmean(row[2 + n] for row in rows) for n, name in enumerate(FIELDS)}
     return {
         "sampled_keys": len(rows),
@@ -111,11 +114,13 @@ def drivers(bytes_per_job: float, parts: dict[str, Any]) -> list[str]:
     return said
 
 
-async def redis_bytes_per_job(jobs: int) -> dict[str, Any]:
+async def redis_bytes_per_job(jobs: int, listpack_value: int | None = None) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="bench-memory-"))
     stack = start_stack(workdir)
     redis = Redis.from_url(stack.redis_url)
     try:
+        if listpack_value is not None:
+            await redis.config_set("hash-max-listpack-value", listpack_value)
         await create_topics(stack.kafka_bootstrap, {TOPIC: PARTITIONS, f"{TOPIC}.dlq": 1})
         records = [record for n in range(jobs) for record in succeeded_job(n)]
         await load_functions(redis)
@@ -153,8 +158,10 @@ async def redis_bytes_per_job(jobs: int) -> dict[str, Any]:
         stack.stop()
 
 
-async def run(jobs: int, projector_events: int) -> dict[str, Any]:
-    result = await redis_bytes_per_job(jobs)
+async def run(
+    jobs: int, projector_events: int, listpack_value: int | None = None
+) -> dict[str, Any]:
+    result = await redis_bytes_per_job(jobs, listpack_value)
     if projector_events:
         projected = await projector_bench.run(
             projector_events, projector_events // 10, naive_window=0, baselines=False
@@ -174,11 +181,17 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--projector-events", type=int, default=0, help="e.g. 1000000: the projector's RSS"
     )
+    parser.add_argument(
+        "--hash-max-listpack-value",
+        type=int,
+        default=None,
+        help="set on the bench's Redis before projecting (default: the local stack's setting)",
+    )
     return parser
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
-    return asyncio.run(run(args.jobs, args.projector_events))
+    return asyncio.run(run(args.jobs, args.projector_events, args.hash_max_listpack_value))
 
 
 def main() -> None:
