@@ -48,11 +48,11 @@ local function greater(a, b)
   return #a > #b
 end
 
--- The fold's ranks (projector/fold.py head_rank, origin_rank): the head and the public group
--- go to the greatest (seq, event_id), the origin to the least seq and, among equal seqs, the
--- greatest event_id; between twins (the same seq and event_id, different content), to the
--- greater value. Seqs are at most 2^53-1, exact as Lua numbers. Whether the new value (whose
--- seq is `seq`) beats the stored one.
+-- The fold's ranks (projector/fold.py head_rank, origin_rank): the head goes to the greatest
+-- (seq, event_id), the origin to the least seq and, among equal seqs, the greatest event_id;
+-- between twins (the same seq and event_id, different content), to the greater value. Seqs
+-- are at most 2^53-1, exact as Lua numbers. Whether the new value (whose seq is `seq`) beats
+-- the stored one. (The public group: `public_beats`.)
 local function beats(new, seq, stored, least_seq_wins)
   if not stored then return true end
   local stored_seq = seq_of(stored)
