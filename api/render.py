@@ -1,7 +1,8 @@
 """Stored job fields -> the response body, with storage references turned into URLs.
 
 The stored values are nearly in their returned form (statuses; timestamps usually already
-UTC), so this only decodes two JSON values, renders the timestamps in UTC, swaps each
+UTC; the public event's artifacts, when they are the manifest, taken from the head by the
+codec), so this only decodes two JSON values, renders the timestamps in UTC, swaps each
 artifact's (bucket, key) for a presigned URL and serialises once. Nothing else of storage
 is copied into the body.
 """
@@ -105,11 +106,12 @@ def _artifacts(stored: list[dict[str, Any]], sign: SignUrl) -> list[dict[str, An
 
 
 def render_job(job_id: str, fields: dict[bytes, bytes], sign: SignUrl) -> bytes:
-    status, manifest = stored_head(fields[_HEAD])
+    head = fields[_HEAD]
+    status, manifest = stored_head(head)
     job_type, created_at = stored_origin(fields[_ORIGIN])
     latest = None
     if public := fields.get(_PUBLIC):
-        seq, event = stored_public(public)
+        seq, event = stored_public(public, head)
         kind, message, artifacts, payload, occurred_at = json.loads(event)
         latest = {
             "seq": seq,

@@ -8,9 +8,16 @@
   the figure. A sample of the stored hashes is then taken apart - MEMORY USAGE per key, the
   key name, each field's length, the encoding - to show what the figure is made of. The
   baseline is the data itself: the bytes of the key and its field values.
+- Reads by encoding: up to 10,000 stored jobs copied once as listpacks and once as
+  hashtables (the encoding Redis gives a hash with a value longer than
+  `hash-max-listpack-value`), then Redis's own time per `HGETALL` (the api's read) and per
+  `HMGET h o p` (the merge's) of jobs drawn at random, from `INFO commandstats`, in
+  alternating rounds: is the compact encoding slower to read?
 - Projector RSS: `bench.projector` over `--projector-events` events on a tenth as many jobs,
   without its baselines, read at 10 %, 50 % and 100 % of the stream (0 skips it).
-Target: at most 2 KB per job. `python -m bench.memory [--jobs 100000]`.
+`--hash-max-listpack-value N` sets that Redis setting on the bench's Redis before projecting,
+to measure the stored format under another hash encoding than the local stack's.
+Target: at most 1 KiB per job. `python -m bench.memory [--jobs 100000]`.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import statistics
 import tempfile
 from collections import Counter
@@ -37,7 +45,7 @@ TOPIC = "bench.memory"
 VERSION = "memory"
 GROUP = f"jobs-projector.{VERSION}"
 PARTITIONS = 4
-TARGET_BYTES_PER_JOB = 2048
+TARGET_BYTES_PER_JOB = 1024
 SAMPLE = 1000
 FIELDS = {F_HEAD: "head (status, manifest)", F_ORIGIN: "origin", F_PUBLIC: "public event"}
 
@@ -64,9 +72,10 @@ async def breakdown(redis: Redis, sample: int) -> dict[str, Any]:
     per_key = 2 + len(FIELDS)
     rows = [replies[i : i + per_key] for i in range(0, len(replies), per_key)]
     listpack = await redis.config_get("hash-max-listpack-*")
-    state = decode_state({text(k): text(v) for k, v in (await redis.hgetall(keys[0])).items()})
+    stored = {text(k): text(v) for k, v in (await redis.hgetall(keys[0])).items()}
+    state = decode_state(stored)
     manifest = [] if state.head is None else json.loads(state.head.manifest_json)
-    public = "" if state.public is None else state.public.event_json
+    public = stored.get(F_PUBLIC, "")  # as stored: does it hold the artifacts again?
     fields = {name: statistics.fmean(row[2 + n] for row in rows) for n, name in enumerate(FIELDS)}
     return {
         "sampled_keys": len(rows),
@@ -97,11 +106,21 @@ def drivers(bytes_per_job: float, parts: dict[str, Any]) -> list[str]:
             "a finished job's artifacts are stored twice: in `h` as the manifest and in `p` "
             "as the public event's artifacts"
         )
+    else:
+        said.append(
+            "a finished job's artifacts are stored once: in `h` as the manifest, which `p` "
+            "refers to"
+        )
     limit = parts["hash_max_listpack"].get("hash-max-listpack-value", 64)
     if "hashtable" in parts["encodings"]:
         said.append(
             f"values longer than hash-max-listpack-value ({limit} B) make the hash a hashtable "
             "(a dict with an entry and an SDS string per field) instead of one compact listpack"
+        )
+    else:
+        said.append(
+            f"every job hash is one listpack (its values within hash-max-listpack-value, "
+            f"{limit} B): fields and values in one allocation"
         )
     overhead, data = bytes_per_job - parts["data_bytes"], parts["data_bytes"]
     said.append(
@@ -111,11 +130,103 @@ def drivers(bytes_per_job: float, parts: dict[str, Any]) -> list[str]:
     return said
 
 
-async def redis_bytes_per_job(jobs: int) -> dict[str, Any]:
+READ_KEYS = 10_000
+READ_ROUNDS = 40
+READS_PER_ROUND = 2_000
+READ_COMMANDS = ("hgetall", "hmget")
+ENCODINGS = ("listpack", "hashtable")
+
+
+async def read_cost_by_encoding(redis: Redis, sample: int) -> dict[str, Any]:
+    """Redis's time per HGETALL and per HMGET h o p of `sample` stored jobs, as listpacks and
+    as hashtables (copies of the same hashes), in µs. Each round reads jobs drawn at random
+    (as readers ask for them; not one job again and again, which the CPU's caches would
+    keep), the same ones in both encodings, in the order opposite to the round before (ABBA),
+    so that the machine's drift - other processes share its cores - favours neither."""
+    copies = await copies_by_encoding(redis, sample)
+    usec: dict[str, dict[str, list[float]]] = {
+        encoding: {command: [] for command in READ_COMMANDS} for encoding in copies
+    }
+    rng = random.Random(1)
+    for round_ in range(READ_ROUNDS):
+        jobs = [rng.randrange(sample) for _ in range(READS_PER_ROUND)]
+        order = list(copies.items())[:: 1 if round_ % 2 == 0 else -1]
+        for command in READ_COMMANDS:
+            for encoding, names in order:
+                reads = [names[job] for job in jobs]
+                usec[encoding][command].append(await server_usec(redis, command, reads))
+    await redis.delete(*(name for names in copies.values() for name in names))
+    calls = READ_ROUNDS * READS_PER_ROUND
+    return {
+        "sampled_keys": sample,
+        "rounds": READ_ROUNDS,
+        "reads_per_round": READS_PER_ROUND,
+        "usec_per_call": {
+            encoding: {command: sum(series) / calls for command, series in by.items()}
+            for encoding, by in usec.items()
+        },
+        # Per round, the listpack's time over the hashtable's: the median of those.
+        "listpack_vs_hashtable": {
+            command: statistics.median(
+                a / b
+                for a, b in zip(usec["listpack"][command], usec["hashtable"][command], strict=True)
+            )
+            for command in READ_COMMANDS
+        },
+    }
+
+
+async def copies_by_encoding(redis: Redis, sample: int) -> dict[str, list[str]]:
+    """`sample` stored jobs copied once as listpacks and once as hashtables: the encoding
+    depends only on hash-max-listpack-value when a hash is written."""
+    keys: list[bytes] = []
+    async for key in redis.scan_iter(match=job_key_pattern(VERSION), count=1000):
+        keys.append(key)
+        if len(keys) == sample:
+            break
+    configured = await redis.config_get("hash-max-listpack-value")
+    limit = int(next(iter(configured.values())) or 64)
+    pipe = redis.pipeline(transaction=False)
+    for key in keys:
+        pipe.hgetall(key)
+    stored: list[dict[bytes, bytes]] = await pipe.execute()
+    copies: dict[str, list[str]] = {}
+    for encoding, value_limit in zip(ENCODINGS, (1 << 20, 0), strict=True):
+        await redis.config_set("hash-max-listpack-value", value_limit)
+        copies[encoding] = [f"bench:{encoding}:{{{n}}}" for n in range(len(keys))]
+        for copy, fields in zip(copies[encoding], stored, strict=True):
+            pipe.hset(copy, mapping=fields)  # type: ignore[arg-type]
+        await pipe.execute()
+        for copy in copies[encoding]:
+            pipe.object("encoding", copy)
+        found = {text(reply) for reply in await pipe.execute()}
+        if found != {encoding}:
+            raise RuntimeError(f"copies meant as {encoding} are {found}")
+    await redis.config_set("hash-max-listpack-value", limit)
+    return copies
+
+
+async def server_usec(redis: Redis, command: str, names: list[str]) -> float:
+    """Redis's own time (INFO commandstats) for `command` on each of `names`, in µs."""
+    await redis.config_resetstat()
+    pipe = redis.pipeline(transaction=False)
+    for name in names:
+        if command == "hgetall":
+            pipe.hgetall(name)
+        else:
+            pipe.hmget(name, F_HEAD, F_ORIGIN, F_PUBLIC)
+    await pipe.execute()
+    stats = await redis.info("commandstats")
+    return float(stats[f"cmdstat_{command}"]["usec"])
+
+
+async def redis_bytes_per_job(jobs: int, listpack_value: int | None = None) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="bench-memory-"))
     stack = start_stack(workdir)
     redis = Redis.from_url(stack.redis_url)
     try:
+        if listpack_value is not None:
+            await redis.config_set("hash-max-listpack-value", listpack_value)
         await create_topics(stack.kafka_bootstrap, {TOPIC: PARTITIONS, f"{TOPIC}.dlq": 1})
         records = [record for n in range(jobs) for record in succeeded_job(n)]
         await load_functions(redis)
@@ -131,6 +242,7 @@ async def redis_bytes_per_job(jobs: int) -> dict[str, Any]:
             raise RuntimeError(f"{stored} keys were added for {jobs} jobs")
         per_job = (after["used_memory"] - before["used_memory"]) / jobs
         parts = await breakdown(redis, min(SAMPLE, jobs))
+        reads = await read_cost_by_encoding(redis, min(READ_KEYS, jobs))
         return {
             "jobs": jobs,
             "events": len(records),
@@ -147,14 +259,17 @@ async def redis_bytes_per_job(jobs: int) -> dict[str, Any]:
             "meets_target": per_job <= TARGET_BYTES_PER_JOB,
             "breakdown": parts,
             "drivers": drivers(per_job, parts),
+            "reads_by_encoding": reads,
         }
     finally:
         await redis.aclose()
         stack.stop()
 
 
-async def run(jobs: int, projector_events: int) -> dict[str, Any]:
-    result = await redis_bytes_per_job(jobs)
+async def run(
+    jobs: int, projector_events: int, listpack_value: int | None = None
+) -> dict[str, Any]:
+    result = await redis_bytes_per_job(jobs, listpack_value)
     if projector_events:
         projected = await projector_bench.run(
             projector_events, projector_events // 10, naive_window=0, baselines=False
@@ -174,11 +289,17 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--projector-events", type=int, default=0, help="e.g. 1000000: the projector's RSS"
     )
+    parser.add_argument(
+        "--hash-max-listpack-value",
+        type=int,
+        default=None,
+        help="set on the bench's Redis before projecting (default: the local stack's setting)",
+    )
     return parser
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
-    return asyncio.run(run(args.jobs, args.projector_events))
+    return asyncio.run(run(args.jobs, args.projector_events, args.hash_max_listpack_value))
 
 
 def main() -> None:
@@ -190,6 +311,14 @@ def main() -> None:
     )
     for line in result["drivers"]:
         print(f"- {line}")
+    reads = result["reads_by_encoding"]
+    for command, name in (("hgetall", "HGETALL"), ("hmget", "HMGET h o p")):
+        listpack, hashtable = (reads["usec_per_call"][e][command] for e in ENCODINGS)
+        print(
+            f"- {name} of a job: {listpack:.2f} µs as a listpack, {hashtable:.2f} µs as a "
+            f"hashtable (Redis's time per call; per round, the listpack's "
+            f"{reads['listpack_vs_hashtable'][command]:.2f} times the hashtable's at the median)"
+        )
     print(f"wrote {write_result('memory', result)}")
 
 

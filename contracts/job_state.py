@@ -13,10 +13,21 @@ writes them (usually already UTC with `Z`; the api renders any other offset in U
 `utc_text`). A merge only compares tags and copies strings, a read only splits and decodes,
 and a job costs three small fields of memory (CONTRACT §2; DESIGN "Redis layout").
 Storage references (bucket, key) stay in the stored values; only the api turns them into URLs.
+
+A finished job's artifacts are stored once. The public value keeps its event's JSON array cut
+around the artifacts, `seq US event_id US lead US artifacts US tail` (the event is
+`lead + artifacts + tail`), and leaves the artifacts part empty when the head is the same
+event's (the same tag) and its manifest is those artifacts, not `[]` (`shares_artifacts`):
+the empty part then means "the head's manifest". The encoding is a function of the state
+(`encode_state`), which the server-side merge keeps: when it replaces the head under a public
+value that shares its artifacts, it writes them back into the public value. A reader resolves
+an empty part only against a head of the same tag (`[]` otherwise, which a merge never
+leaves). A public value of the earlier layout, `seq US event_id US event`, is read as well.
 """
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any, Literal, NamedTuple
 
@@ -87,6 +98,11 @@ _GROUP_SEPARATOR_BYTES = GROUP_SEPARATOR.encode()
 # A job's delta for the server-side merge: its head, origin and public group values, '' for
 # an absent group.
 Delta = tuple[str, str, str]
+# The manifest of a head that is not a succeeded event's, and the artifacts of most events: a
+# public value keeps it rather than share it, so that a head replaced under it (any later
+# event) leaves the public value as it is.
+NO_ARTIFACTS = "[]"
+_NO_ARTIFACTS_BYTES = NO_ARTIFACTS.encode()
 
 # --- keys ------------------------------------------------------------------------------------
 
@@ -152,8 +168,59 @@ def origin_value(seq: int, event_id: str, job_type: str, created_at: str) -> str
     return f"{seq}{UNIT}{event_id}{UNIT}{job_type}{UNIT}{created_at}"
 
 
-def public_value(seq: int, event_id: str, event_json: str) -> str:
-    return f"{seq}{UNIT}{event_id}{UNIT}{event_json}"
+def shares_artifacts(
+    seq: int, event_id: str, artifacts_json: str, head_seq: int, head_event_id: str, manifest: str
+) -> bool:
+    """Whether a public value leaves its artifacts to the head's manifest: the same event
+    (tag), the same artifacts, and not `[]`."""
+    return (
+        artifacts_json == manifest
+        and artifacts_json != NO_ARTIFACTS
+        and seq == head_seq
+        and event_id == head_event_id
+    )
+
+
+def public_value_of_parts(
+    seq: int, event_id: str, lead: str, artifacts_json: str, tail: str, shared: bool
+) -> str:
+    """The stored public value of an event cut into its JSON array's lead, artifacts and
+    tail (`event_parts`); `shared`: as `shares_artifacts` says for the job's head."""
+    return f"{seq}{UNIT}{event_id}{UNIT}{lead}{UNIT}{'' if shared else artifacts_json}{UNIT}{tail}"
+
+
+def public_value(seq: int, event_id: str, event_json: str, head: Head | None = None) -> str:
+    """The stored public value of a `Public` group under the job's `head` (None: the event's
+    artifacts are kept in it)."""
+    lead, artifacts, tail = event_parts(event_json)
+    shared = head is not None and shares_artifacts(
+        seq, event_id, artifacts, head.seq, head.event_id, head.manifest_json
+    )
+    return public_value_of_parts(seq, event_id, lead, artifacts, tail, shared)
+
+
+_json_value_end = json.JSONDecoder().raw_decode
+
+
+def event_parts(event_json: str) -> tuple[str, str, str]:
+    """A stored event's compact JSON array `[kind,message,artifacts,payload,created_at]` cut
+    into `[kind,message,` (lead), `artifacts` and `,payload,created_at]` (tail)."""
+    try:
+        if not event_json.startswith("["):
+            raise ValueError("not a JSON array")
+        _, end = _json_value_end(event_json, 1)  # kind
+        _, end = _json_value_end(event_json, _after_comma(event_json, end))  # message
+        start = _after_comma(event_json, end)
+        _, end = _json_value_end(event_json, start)  # artifacts
+    except ValueError as error:
+        raise ValueError(f"not a stored event: {event_json[:80]!r} ({error})") from None
+    return event_json[:start], event_json[start:end], event_json[end:]
+
+
+def _after_comma(text: str, end: int) -> int:
+    if text[end : end + 1] != ",":
+        raise ValueError(f"no ',' at {end}")
+    return end + 1
 
 
 def pack_delta(state: JobState) -> Delta:
@@ -162,7 +229,7 @@ def pack_delta(state: JobState) -> Delta:
     return (
         "" if head is None else head_value(*head),
         "" if origin is None else origin_value(*origin),
-        "" if public is None else public_value(*public),
+        "" if public is None else public_value(*public, head),
     )
 
 
@@ -189,9 +256,21 @@ def decode_state(fields: dict[str, str]) -> JobState:
         seq, event_id, job_type, created_at = fields[F_ORIGIN].split(UNIT, 3)
         origin = Origin(int(seq), event_id, job_type, created_at)
     if F_PUBLIC in fields:
-        seq, event_id, event_json = fields[F_PUBLIC].split(UNIT, 2)
-        public = Public(int(seq), event_id, event_json)
+        public = _public(fields[F_PUBLIC], head)
     return JobState(head, origin, public)
+
+
+def _public(value: str, head: Head | None) -> Public:
+    parts = value.split(UNIT, 4)
+    if len(parts) == 3:  # the earlier layout: the event whole
+        seq, event_id, event_json = parts
+        return Public(int(seq), event_id, event_json)
+    seq, event_id, lead, artifacts, tail = parts
+    if not artifacts:
+        artifacts = NO_ARTIFACTS
+        if head is not None and (head.seq, head.event_id) == (int(seq), event_id):
+            artifacts = head.manifest_json
+    return Public(int(seq), event_id, lead + artifacts + tail)
 
 
 # --- reading the stored bytes (the api's hot path: no decoding beyond what it returns) --------
@@ -209,10 +288,19 @@ def stored_origin(value: bytes) -> tuple[bytes, bytes]:
     return job_type, created_at
 
 
-def stored_public(value: bytes) -> tuple[int, bytes]:
-    """A stored public group's (seq, stored event JSON)."""
-    seq, _, event_json = value.split(_UNIT_BYTES, 2)
-    return int(seq), event_json
+def stored_public(value: bytes, head: bytes | None) -> tuple[int, bytes]:
+    """A stored public group's (seq, stored event JSON), under the job's stored head."""
+    parts = value.split(_UNIT_BYTES, 4)
+    if len(parts) == 3:  # the earlier layout: the event whole
+        return int(parts[0]), parts[2]
+    seq, event_id, lead, artifacts, tail = parts
+    if not artifacts:
+        tag = seq + _UNIT_BYTES + event_id + _UNIT_BYTES
+        if head is not None and head.startswith(tag):
+            artifacts = head.split(_UNIT_BYTES, 3)[3]
+        else:
+            artifacts = _NO_ARTIFACTS_BYTES
+    return int(seq), lead + artifacts + tail
 
 
 def stored_seq(value: bytes | None) -> int:
@@ -237,9 +325,13 @@ def split_groups(joined: bytes) -> dict[bytes, bytes] | None:
 
 
 def lua_prelude() -> str:
-    """The stored format's separators as the server-side functions (`projector/jobs.lua`)
-    declare them, so that they are written in this module only."""
-    return f"local UNIT, GROUP_SEPARATOR = '\\{ord(UNIT)}', '\\{ord(GROUP_SEPARATOR)}'\n"
+    """The stored format's separators and the manifest a public value never shares, as the
+    server-side functions (`projector/jobs.lua`) declare them, so that they are written in this
+    module only."""
+    return (
+        f"local UNIT, GROUP_SEPARATOR = '\\{ord(UNIT)}', '\\{ord(GROUP_SEPARATOR)}'\n"
+        f"local NO_ARTIFACTS = '{NO_ARTIFACTS}'\n"
+    )
 
 
 def _status(text: str) -> Status:
@@ -252,8 +344,8 @@ def _status(text: str) -> Status:
 class StoredEvent(NamedTuple):
     """The public event kept as `latest_event`, with storage references, never URLs.
 
-    Stored as a JSON array of these fields in this order (no keys: written by one
-    serialiser call per job and smaller in memory). `seq` is the group's tag."""
+    A JSON array of these fields in this order (no keys: smaller in memory), stored cut
+    around its artifacts (`event_parts`). `seq` is the group's tag."""
 
     kind: EventKind
     message: str

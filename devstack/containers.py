@@ -18,7 +18,7 @@ from testcontainers.community.redis import RedisContainer
 from testcontainers.core.container import DockerContainer
 from testcontainers.core.wait_strategies import HttpWaitStrategy, LogMessageWaitStrategy
 
-from devstack.processes import free_port
+from devstack.processes import REDIS_STORAGE_SETTINGS, free_port
 
 KAFKA_IMAGE = "apache/kafka:3.9.1"
 REDIS_IMAGE = "redis:7.4-alpine"
@@ -61,8 +61,10 @@ def kafka_container(host_port: int) -> DockerContainer:
 
 def redis_container() -> RedisContainer:
     container = RedisContainer(REDIS_IMAGE, docker_client_kw=DOCKER_CLIENT)
-    # As the projector wants it: no eviction (it refuses an evicting Redis).
-    return container.with_command("redis-server --maxmemory-policy noeviction")
+    # As the projector wants it: no eviction (it refuses an evicting Redis); job hashes kept
+    # compact as by the local processes.
+    settings = " ".join(REDIS_STORAGE_SETTINGS)
+    return container.with_command(f"redis-server --maxmemory-policy noeviction {settings}")
 
 
 def minio_container() -> DockerContainer:

@@ -167,6 +167,15 @@ def start_tansu(
     return _spawn("tansu", argv, port, workdir, timeout=30, env=env)
 
 
+# Settings of every Redis the project starts (these processes, the containers, and
+# docker-compose.yml): a job's hash stays one listpack - its fields and values in one
+# allocation - while every value fits in 1,024 bytes (a finished job with a few artifacts: six
+# of the benchmark's fit), instead of a hashtable with an entry and a string per field once one
+# value passes Redis's default of 64 bytes. README "Durability and memory" says it for
+# operators.
+REDIS_STORAGE_SETTINGS = ("--hash-max-listpack-value", "1024")
+
+
 def redis_server_binary() -> str:
     found = shutil.which("redis-server") or (
         "/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None
@@ -196,6 +205,7 @@ def _redis_argv(port: int, data: Path, durable: bool = False) -> list[str]:
         *persistence,
         "--protected-mode",
         "no",
+        *REDIS_STORAGE_SETTINGS,
     ]
 
 

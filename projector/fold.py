@@ -26,6 +26,7 @@ from pydantic_core import to_jsonable_python
 
 from contracts.events import JobEvent, StorageArtifact
 from contracts.job_state import (
+    NO_ARTIFACTS,
     STATUS_BY_KIND,
     SURFACING_KINDS,
     Delta,
@@ -35,7 +36,8 @@ from contracts.job_state import (
     Public,
     head_value,
     origin_value,
-    public_value,
+    public_value_of_parts,
+    shares_artifacts,
     unpack_delta,
 )
 from projector.event_fields import EventFields, fields_of
@@ -62,9 +64,8 @@ def origin_rank(group: Origin) -> Rank:
 # Serialisers typed once: pydantic-core then need not work out each value's type. The output
 # is `to_json`'s, byte for byte.
 _artifacts_json = TypeAdapter(list[StorageArtifact]).serializer.to_json
-_stored_event_json = TypeAdapter(
-    tuple[str, str, list[StorageArtifact], dict[str, Any], datetime]
-).serializer.to_json
+_lead_json = TypeAdapter(tuple[str, str]).serializer.to_json
+_tail_json = TypeAdapter(tuple[dict[str, Any], datetime]).serializer.to_json
 
 
 def surfaces(event: EventFields) -> bool:
@@ -72,11 +73,15 @@ def surfaces(event: EventFields) -> bool:
     return event["visibility"] == "public" and event["kind"] in SURFACING_KINDS
 
 
+def artifacts_json(event: EventFields) -> str:
+    """An event's artifacts as a JSON list."""
+    artifacts = event["artifacts"]
+    return _artifacts_json(artifacts).decode() if artifacts else NO_ARTIFACTS
+
+
 def manifest_json(event: EventFields) -> str:
     """The head's manifest: a succeeded event's artifacts as a JSON list, else `[]`."""
-    if event["kind"] != "succeeded":
-        return "[]"
-    return _artifacts_json(event["artifacts"]).decode()
+    return artifacts_json(event) if event["kind"] == "succeeded" else NO_ARTIFACTS
 
 
 def iso_text(moment: datetime) -> str:
@@ -85,17 +90,20 @@ def iso_text(moment: datetime) -> str:
     return text
 
 
+def event_lead(event: EventFields) -> str:
+    """`[kind,message,`: the stored event's JSON array up to its artifacts."""
+    return _lead_json((event["kind"], event["message"]))[:-1].decode() + ","
+
+
+def event_tail(event: EventFields) -> str:
+    """`,payload,created_at]`: the stored event's JSON array after its artifacts."""
+    return "," + _tail_json((event["payload"], event["occurred_at"]))[1:].decode()
+
+
 def stored_event_json(event: EventFields) -> str:
-    """The public event as `latest_event` keeps it: a `StoredEvent` as a JSON array,
-    serialised in one pydantic-core call."""
-    stored = (
-        event["kind"],
-        event["message"],
-        event["artifacts"],
-        event["payload"],
-        event["occurred_at"],
-    )
-    return _stored_event_json(stored).decode()
+    """The public event as `latest_event` keeps it: a `StoredEvent` as a JSON array, written
+    in the parts that the stored value keeps apart (`contracts.job_state.event_parts`)."""
+    return event_lead(event) + artifacts_json(event) + event_tail(event)
 
 
 def head_of(event: EventFields) -> Head:
@@ -160,20 +168,27 @@ def _ranks_above(
 def packed_delta(head: EventFields, origin: EventFields, public: EventFields | None) -> Delta:
     """`pack_delta(JobState(head_of(head), origin_of(origin), public_of(public)))`, written
     straight from the winning events."""
+    manifest = manifest_json(head)
     return (
-        head_value(
-            head["seq"], head["event_id"], STATUS_BY_KIND[head["kind"]], manifest_json(head)
-        ),
+        head_value(head["seq"], head["event_id"], STATUS_BY_KIND[head["kind"]], manifest),
         origin_value(
             origin["seq"],
             origin["event_id"],
             origin["job_type"],
             iso_text(origin["job_created_at"]),
         ),
-        ""
-        if public is None
-        else public_value(public["seq"], public["event_id"], stored_event_json(public)),
+        "" if public is None else _public_value(public, head, manifest),
     )
+
+
+def _public_value(public: EventFields, head: EventFields, manifest: str) -> str:
+    """The stored public value of `public` under the head `head` whose manifest is given."""
+    seq, event_id = public["seq"], public["event_id"]
+    # A succeeded event that is its job's head: its artifacts are the manifest, serialised.
+    artifacts = manifest if public is head and manifest != NO_ARTIFACTS else artifacts_json(public)
+    shared = shares_artifacts(seq, event_id, artifacts, head["seq"], head["event_id"], manifest)
+    lead, tail = event_lead(public), event_tail(public)
+    return public_value_of_parts(seq, event_id, lead, artifacts, tail, shared)
 
 
 class _Winners:

@@ -3,9 +3,12 @@ definition, with no warning (warnings are errors here) and no call to an engine.
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
-from devstack import containers, start_stack
+import pytest
+import yaml
+
+from devstack import containers, processes, start_stack
 
 
 def test_the_kafka_container_is_apache_kafka_in_kraft_mode_advertising_its_host_port() -> None:
@@ -23,6 +26,19 @@ def test_redis_runs_without_eviction_and_minio_comes_from_quay_io() -> None:
     minio = containers.minio_container()
     assert minio.image.startswith("quay.io/minio/minio:")
     assert minio.env["MINIO_ROOT_USER"] == containers.MINIO_CREDENTIALS[0]
+
+
+def test_every_redis_the_project_starts_keeps_job_hashes_compact(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The local processes, the containers and docker-compose.yml: the same settings."""
+    settings = " ".join(processes.REDIS_STORAGE_SETTINGS)
+    assert settings == "--hash-max-listpack-value 1024"
+    assert settings in str(containers.redis_container()._command)
+    monkeypatch.setattr(processes, "redis_server_binary", lambda: "redis-server")
+    assert settings in " ".join(processes._redis_argv(6379, Path("data")))
+    compose = yaml.safe_load((Path(__file__).parents[2] / "docker-compose.yml").read_text())
+    assert settings in " ".join(compose["services"]["redis"]["command"])
 
 
 def test_a_remote_docker_host_is_where_published_ports_are_reached(

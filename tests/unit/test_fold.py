@@ -564,7 +564,7 @@ def test_a_full_state_round_trips_through_its_hash_fields() -> None:
     state = JobState(
         Head(7, "01BBBBBBBBBBBBBBBBBBBBBBBB", "SUCCEEDED", '[{"key":"é"}]'),
         Origin(1, "01AAAAAAAAAAAAAAAAAAAAAAAA", "ON_MODEL_RENDER", "2026-11-29T12:00:00Z"),
-        Public(7, "01BBBBBBBBBBBBBBBBBBBBBBBB", '{"seq":7}'),
+        Public(7, "01BBBBBBBBBBBBBBBBBBBBBBBB", '["succeeded","x",[{"key":"é"}],{},"t"]'),
     )
     assert decode_state(encode_state(state)) == state
 

@@ -529,7 +529,7 @@ def unpack(delta: Delta) -> JobState:
     head, origin, public = delta
     assert head.count(UNIT) == 3, "no separator inside a value"
     assert origin.count(UNIT) == 3, "no separator inside a value"
-    assert public == "" or public.count(UNIT) == 2, "no separator inside a value"
+    assert public == "" or public.count(UNIT) == 4, "no separator inside a value"
     return unpack_delta(delta)
 
 
