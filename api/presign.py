@@ -158,8 +158,9 @@ def encode_key(key: str) -> str:
 class _Stamp:
     """Everything about a signature that depends only on the credentials and the signing time.
 
-    The route signs every URL of a time bucket with the same `signed_at`, so this is built
-    once per bucket instead of once per URL (strftime alone costs ~3 µs).
+    The route signs every URL of a job's time bucket with the same `signed_at` (the bucket's
+    start, offset per job), so this is built once per signing time and kept, instead of once
+    per URL (strftime alone costs ~3 µs).
     """
 
     credentials: SigningCredentials
@@ -278,6 +279,7 @@ class Presigner:
     """Presigns S3 GET URLs without calling boto3/botocore per URL."""
 
     _MAX_CACHED_BUCKETS: Final = 256
+    _MAX_STAMPS: Final = 256
 
     def __init__(
         self, credentials: CredentialSource, region: str, endpoint_url: str | None
@@ -289,7 +291,9 @@ class Presigner:
         self._style = _PathStyle(endpoint_url) if endpoint_url else _VirtualHostStyle(region)
         # A service uses a handful of buckets: bounded only against the unexpected.
         self._targets: LRUCache[str, _Target] = LRUCache(maxsize=self._MAX_CACHED_BUCKETS)
-        self._stamp: _Stamp | None = None
+        # One per signing time in use: a bucket's length of them at most, as jobs' buckets
+        # start at offsets of whole seconds (`api.read_job.time_bucket`).
+        self._stamps: dict[datetime, _Stamp] = {}
 
     @classmethod
     def from_boto3(
@@ -336,11 +340,12 @@ class Presigner:
         )
 
     def _stamp_for(self, credentials: SigningCredentials, signed_at: datetime) -> _Stamp:
-        stamp = self._stamp
-        if stamp is None or stamp.credentials is not credentials or stamp.signed_at != signed_at:
-            # One entry is enough: all URLs of a response share signed_at. Swapping in a new
-            # immutable object keeps concurrent callers consistent without a lock.
-            stamp = self._stamp = _Stamp.build(credentials, signed_at, self._region)
+        stamp = self._stamps.get(signed_at)
+        if stamp is None or stamp.credentials is not credentials:
+            if len(self._stamps) >= self._MAX_STAMPS:
+                self._stamps.clear()  # past signing times: no URL is signed as of them again
+            # Immutable: concurrent callers stay consistent without a lock.
+            stamp = self._stamps[signed_at] = _Stamp.build(credentials, signed_at, self._region)
         return stamp
 
     def _add_target(self, bucket: str) -> _Target:
