@@ -147,6 +147,11 @@ class NearCache:
 
     # --- the notifier's side ----------------------------------------------------------------
 
+    def not_kept(self, key: str) -> None:
+        """The notifier could not keep the key's channel (Redis away): a later read of the
+        job may ask again."""
+        self._kept.pop(key, None)
+
     def subscribed(self, key: str) -> None:
         """The server confirmed the key's channel. A confirmation of a channel already
         subscribed is redis-py subscribing again after a reconnect: changes may have been

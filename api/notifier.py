@@ -79,6 +79,8 @@ class ChangeNotifier:
         except Exception as error:  # Redis away: the job is read as if it were cold
             log.debug("keeping %s failed: %s", channel, type(error).__name__)
             await self._release(channel)
+            if self.cache is not None:
+                self.cache.not_kept(channel)
 
     async def _release(self, channel: str) -> None:
         async with self._lock:

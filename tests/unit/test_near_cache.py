@@ -117,3 +117,14 @@ def test_a_key_read_twice_among_the_recent_reads_is_kept_subscribed_and_eviction
         cache.fill(key, cache.ticket(key), OLD)
     assert cache.size_bytes <= 2 * entry
     assert [cache.lookup(key) for key in ("a", "b", "c")] == [None, OLD, OLD]
+
+
+def test_a_channel_the_notifier_could_not_keep_is_asked_for_again() -> None:
+    kept: list[str] = []
+    cache = NearCache(1 << 20, 1.0, keep=kept.append)
+    cache.lookup("hot")
+    cache.lookup("hot")
+    cache.not_kept("hot")  # Redis was away
+    cache.lookup("hot")
+    cache.lookup("hot")
+    assert kept == ["hot", "hot"]
