@@ -27,7 +27,7 @@ from api.near_cache import NearCache
 from api.redis_client import POOL_CONNECTIONS, LazyRedis
 from contracts.job_state import ACTIVE_VERSION_KEY, DEFAULT_VERSION, job_key
 
-# Below the pool's size: the change subscriber holds connections of its own.
+# Commands at once, below the pool's size (beyond it redis-py refuses rather than waits).
 REDIS_SLOTS = POOL_CONNECTIONS - 16
 SLOT_WAIT_SECONDS = 10.0
 
