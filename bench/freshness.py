@@ -507,7 +507,8 @@ async def run(args: argparse.Namespace, compare: bool = True) -> dict[str, Any]:
             "and the api ...",
             flush=True,
         )
-        pids = {p.name: p.process.pid for p in stack.local.values()} | {"bench": os.getpid()}
+        # By role, not by the process's name (Redis's names its port): runs compare by key.
+        pids = {role: p.process.pid for role, p in stack.local.items()} | {"bench": os.getpid()}
         baselines, broker_cpu = {}, {}
         for ms, topic in baseline_topics.items():
             baselines[ms] = Run(jobs, followed)
@@ -684,12 +685,14 @@ SUMMARIES = (
 )
 
 
-def median_tree(values: list[Any]) -> Any:
-    """The median of numbers; of dicts, key by key; of lists of one length, item by item;
-    otherwise the first value."""
+def median_tree(values: list[Any], key: str = "") -> Any:
+    """The median of numbers (the sum of counts named `samples`); of dicts, key by key; of
+    lists of one length, item by item; otherwise the first value."""
     first = values[0]
     if all(isinstance(v, dict) for v in values):
-        return {k: median_tree([v[k] for v in values if k in v]) for k in first}
+        return {k: median_tree([v[k] for v in values if k in v], k) for k in first}
+    if key == "samples":
+        return sum(values)
     if all(isinstance(v, list) and len(v) == len(first) for v in values):
         return [median_tree([v[i] for v in values]) for i in range(len(first))]
     if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
@@ -720,6 +723,8 @@ def combine(results: list[dict[str, Any]]) -> dict[str, Any]:
         "produce_seconds",
     ):
         combined[name] = median_tree([r[name] for r in results])
+    for name in ("cpu_cores_used", "broker_phase_cpu_cores_used"):
+        combined[name] = {role: round(cores, 3) for role, cores in combined[name].items()}
     visible, broker = combined["visible"], combined["broker_delivery"]
     errors = sum(r["errors"] for r in results)
     combined |= {

@@ -21,13 +21,17 @@ class ProjectorSettings(KafkaSettings, StorageSettings):  # type: ignore[misc]
     # /healthz, /readyz, /metrics; 0.0.0.0 in a container, loopback by default.
     projector_http_host: str = "127.0.0.1"
     projector_http_port: int = Field(default=8001, ge=1, le=65535)
-    # Bigger batches amortise the per-call costs; the timeout bounds the added latency.
+    # Bigger batches amortise the per-call costs. The timeout is how long one `getmany` waits
+    # for records (it returns as soon as any are fetched), and how long FastStream sleeps
+    # after a `getmany` that found none - which happens only after a second without records
+    # (the consumer's idle wait, `projector.kafka.lenient`).
     batch_max_records: int = Field(default=2000, ge=1)
     batch_timeout_ms: int = Field(default=20, ge=1)
     # How long the broker may hold a fetch while it has nothing new. Tansu answers a waiting
     # fetch only when this expires, not when data arrives: with aiokafka's 500 ms default an
     # event waited up to 500 ms before the projector saw it. Apache Kafka answers as soon as
-    # data arrives, whatever this is.
+    # data arrives, whatever this is. 10 and 5 ms did not shorten the tail at 5,000 events/s
+    # and cost Tansu more fetches (docs/performance.md, "Freshness: where the tail comes from").
     kafka_fetch_max_wait_ms: int = Field(default=20, ge=1)
     retry_backoff_max_seconds: float = Field(default=5.0, gt=0)
     # Replicas that must acknowledge a batch's merges before its offsets are committed.
