@@ -18,8 +18,9 @@ the process is subscribed to the job's change channel (`api.notifier`), and only
 So a read that starts after the api was told of a change never answers the state before it.
 
 Which jobs are kept: those someone waits on (their channel is subscribed for the long-poll)
-and those read twice within the last `recent` reads (a hot job, for which the cache asks the
-notifier to keep its channel subscribed). A job read once in a while costs nothing beyond
+and those read twice within the last RECENT_READS reads (a hot job, for which the cache asks
+the notifier to keep its channel subscribed until the job has not been read for
+KEPT_IDLE_SECONDS). A job read once in a while costs nothing beyond
 remembering its key among the recent ones: reading many jobs in turn is no slower than
 without the cache. Bounded in bytes (least recently used first) and in channels kept.
 """
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -37,8 +39,10 @@ from cachetools import LRUCache
 ENTRY_OVERHEAD_BYTES = 400
 # How many of the latest reads' jobs are remembered to tell a hot job from a cold one.
 RECENT_READS = 4096
-# Channels the cache keeps subscribed for hot jobs, at most.
+# Channels the cache keeps subscribed for hot jobs, at most, and how long one is kept after
+# its job was last read.
 MAX_KEPT_CHANNELS = 10_000
+KEPT_IDLE_SECONDS = 60.0
 
 Fields = dict[bytes, bytes]
 
@@ -85,7 +89,8 @@ class NearCache:
         self._entries: LRUCache[str, _Entry] = LRUCache(max(1, max_bytes), getsizeof=_size)
         self._channels: dict[str, _Channel] = {}
         self._recent: LRUCache[str, None] = LRUCache(RECENT_READS)
-        self._kept: LRUCache[str, None] = LRUCache(MAX_KEPT_CHANNELS)
+        # Hot jobs whose channel is kept, by when they were last read, least recent first.
+        self._kept: OrderedDict[str, float] = OrderedDict()
         self._keep, self._release = keep, release
         self._clock = clock
         self._generation = 0
@@ -96,12 +101,16 @@ class NearCache:
 
     def lookup(self, key: str) -> Fields | None:
         """The job's fields when cached and fresh enough; None: read it."""
+        now = self._clock()
         entry = self._entries.get(key)
-        if entry is not None and self._clock() - entry.stored_at < self.max_age:
+        if entry is not None and now - entry.stored_at < self.max_age:
             self.hits += 1
+            if key in self._kept:
+                self._kept[key] = now
+                self._kept.move_to_end(key)
             return entry.fields
         self.misses += 1
-        self._note_read(key)
+        self._note_read(key, now)
         return None
 
     def ticket(self, key: str) -> Ticket | None:
@@ -125,18 +134,26 @@ class NearCache:
             return
         self._store(key, fields)
 
-    def _note_read(self, key: str) -> None:
-        """A key read twice among the last RECENT_READS reads is hot: keep its channel."""
+    def _note_read(self, key: str, now: float) -> None:
+        """A key read twice among the last RECENT_READS reads is hot: keep its channel. Each
+        read also lets go of the least recently read kept channel if it has been idle for
+        KEPT_IDLE_SECONDS (one at a time: the cost of a read stays constant)."""
+        if self._kept:
+            oldest = next(iter(self._kept))
+            if oldest != key and now - self._kept[oldest] > KEPT_IDLE_SECONDS:
+                del self._kept[oldest]
+                self._release(oldest)
         if key in self._kept:
-            self._kept[key] = None  # recently used
+            self._kept[key] = now
+            self._kept.move_to_end(key)
             return
         if key not in self._recent:
             self._recent[key] = None
             return
         del self._recent[key]
-        self._kept[key] = None
-        while len(self._kept) > MAX_KEPT_CHANNELS - 1:
-            cold, _ = self._kept.popitem()
+        self._kept[key] = now
+        if len(self._kept) > MAX_KEPT_CHANNELS:
+            cold, _ = self._kept.popitem(last=False)
             self._release(cold)
         self._keep(key)
 

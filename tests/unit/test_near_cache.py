@@ -3,6 +3,8 @@ tests/integration/test_near_cache.py)."""
 
 from __future__ import annotations
 
+import pytest
+
 from api.near_cache import ENTRY_OVERHEAD_BYTES, RECENT_READS, NearCache
 
 OLD = {b"h": b"1\x1fa\x1fQUEUED\x1f[]"}
@@ -128,3 +130,38 @@ def test_a_channel_the_notifier_could_not_keep_is_asked_for_again() -> None:
     cache.lookup("hot")
     cache.lookup("hot")
     assert kept == ["hot", "hot"]
+
+
+def test_a_kept_channel_is_let_go_once_its_job_is_not_read_for_a_while() -> None:
+    from api.near_cache import KEPT_IDLE_SECONDS
+
+    clock = Clock()
+    kept: list[str] = []
+    released: list[str] = []
+    cache = NearCache(1 << 20, 1.0, keep=kept.append, release=released.append, clock=clock)
+    for key in ("a", "a", "b", "b"):
+        cache.lookup(key)
+    assert kept == ["a", "b"]
+    for _ in range(2):  # b is read again and again; a is not
+        clock.now += KEPT_IDLE_SECONDS / 2
+        cache.lookup("b")
+    assert released == [], "a was last read KEPT_IDLE_SECONDS ago: not longer"
+    clock.now += KEPT_IDLE_SECONDS / 2
+    cache.lookup("b")
+    assert released == ["a"], "a was not read for longer than KEPT_IDLE_SECONDS; b was"
+
+
+def test_the_channels_kept_are_bounded_and_each_one_let_go_is_released(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import api.near_cache
+
+    monkeypatch.setattr(api.near_cache, "MAX_KEPT_CHANNELS", 3)
+    kept: list[str] = []
+    released: list[str] = []
+    cache = NearCache(1 << 20, 1.0, keep=kept.append, release=released.append)
+    for key in ("a", "b", "c", "d", "e"):
+        cache.lookup(key)
+        cache.lookup(key)
+    assert kept == ["a", "b", "c", "d", "e"]
+    assert released == ["a", "b"]
