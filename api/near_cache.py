@@ -1,7 +1,7 @@
 """Stored jobs kept in the api process, so that reads of a hot job need no Redis round trip.
 
-A poller reads the same job many times between its changes; each read used to cost a round
-trip to Redis, which is most of a read's tail. This cache keeps a job's stored fields while
+A poller reads the same job many times between its changes; a round trip to Redis per read
+would be most of a read's tail. This cache keeps a job's stored fields while
 the process is subscribed to the job's change channel (`api.notifier`), and only then:
 
 - every merge announces the job's new groups on that channel (`projector/jobs.lua`), and the

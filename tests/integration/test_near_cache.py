@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
@@ -15,7 +17,7 @@ from api.near_cache import NearCache
 from api.notifier import ChangeNotifier
 from api.reader import JobReader
 from api.redis_client import LazyRedis
-from contracts.job_state import DEFAULT_VERSION, F_PUBLIC, stored_seq
+from contracts.job_state import DEFAULT_VERSION, F_PUBLIC, change_channel, stored_seq
 from devstack.data import event, ulid
 from devstack.processes import LocalProcess
 from projector.event_fields import fields_of
@@ -40,6 +42,38 @@ class WatchedCache(NearCache):
         super().changed(key, fields)
 
 
+@dataclass
+class Sides:
+    """The projector's store writing, and the api's notifier, near cache and reader."""
+
+    store: ProjectionStore
+    notifier: ChangeNotifier
+    cache: WatchedCache
+    reader: JobReader
+    round_trips: list[float] = field(default_factory=list)
+
+
+@contextlib.asynccontextmanager
+async def both_sides(redis_port: int) -> AsyncIterator[Sides]:
+    url = f"redis://127.0.0.1:{redis_port}/0"
+    writer_client = await connect_redis(url)
+    redis = LazyRedis(url)
+    notifier = ChangeNotifier(redis)
+    try:
+        await load_functions(writer_client)
+        cache = notifier.cache = WatchedCache(
+            1 << 20, max_age=30.0, keep=notifier.keep, release=notifier.release
+        )
+        round_trips: list[float] = []
+        reader = JobReader(redis, cache=cache, observe_read=round_trips.append)
+        store = ProjectionStore(writer_client, DEFAULT_VERSION)
+        yield Sides(store, notifier, cache, reader, round_trips)
+    finally:
+        await notifier.stop()
+        await redis.aclose()
+        await writer_client.aclose()
+
+
 async def merge(store: ProjectionStore, job_id: str, seq: int) -> None:
     batch = BatchFold()
     kind = "created" if seq == 1 else "stage"
@@ -50,16 +84,12 @@ async def merge(store: ProjectionStore, job_id: str, seq: int) -> None:
 async def test_reads_racing_writes_never_answer_a_state_older_than_one_announced(
     own_redis: LocalProcess, own_redis_client: Redis
 ) -> None:
-    url = f"redis://127.0.0.1:{own_redis.port}/0"
-    writer_client = await connect_redis(url)
-    await load_functions(writer_client)
-    store = ProjectionStore(writer_client, DEFAULT_VERSION)
-    redis = LazyRedis(url)
-    notifier = ChangeNotifier(redis)
-    cache = notifier.cache = WatchedCache(
-        1 << 20, max_age=30.0, keep=notifier.keep, release=notifier.release
-    )
-    reader = JobReader(redis, cache=cache)
+    async with both_sides(own_redis.port) as sides:
+        await race(sides, own_redis_client)
+
+
+async def race(sides: Sides, own_redis_client: Redis) -> None:
+    store, cache, reader = sides.store, sides.cache, sides.reader
     job_id = ulid()
     await merge(store, job_id, 1)
     writes = 400
@@ -90,7 +120,7 @@ async def test_reads_racing_writes_never_answer_a_state_older_than_one_announced
                 await subscribed_again()
 
     async def subscribed_again() -> None:
-        key = f"job:{DEFAULT_VERSION}:{{{TENANT}:{job_id}}}"
+        key = change_channel(DEFAULT_VERSION, TENANT, job_id)
         deadline = time.monotonic() + 10
         while cache.ticket(key) is None and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
@@ -112,44 +142,26 @@ async def test_reads_racing_writes_never_answer_a_state_older_than_one_announced
                 await task
 
     final = await reader.read(TENANT, job_id)
-    try:
-        assert stale == [], f"{len(stale)} reads older than what the api was told: {stale[:5]}"
-        assert killed == [1, 1]
-        assert cache.told == writes, "every change reached the api, also after each kill"
-        assert stored_seq(final.fields.get(_PUBLIC)) == writes
-        assert cache.flushes >= 2, "each killed subscriber connection emptied the cache"
-        assert cache.hits > reads // 2, (cache.hits, cache.misses, reads)
-    finally:
-        await notifier.stop()
-        await redis.aclose()
-        await writer_client.aclose()
+    assert stale == [], f"{len(stale)} reads older than what the api was told: {stale[:5]}"
+    assert killed == [1, 1]
+    assert cache.told == writes, "every change reached the api, also after each kill"
+    assert stored_seq(final.fields.get(_PUBLIC)) == writes
+    assert cache.flushes >= 2, "each killed subscriber connection emptied the cache"
+    assert cache.hits > reads // 2, (cache.hits, cache.misses, reads)
 
 
 async def test_a_woken_long_poll_reads_the_announced_state_without_a_round_trip(
     own_redis: LocalProcess,
 ) -> None:
-    url = f"redis://127.0.0.1:{own_redis.port}/0"
-    writer_client = await connect_redis(url)
-    await load_functions(writer_client)
-    store = ProjectionStore(writer_client, DEFAULT_VERSION)
-    redis = LazyRedis(url)
-    notifier = ChangeNotifier(redis)
-    cache = notifier.cache = NearCache(1 << 20, 30.0, notifier.keep, notifier.release)
-    round_trips: list[float] = []
-    reader = JobReader(redis, cache=cache, observe_read=round_trips.append)
-    job_id = ulid()
-    await merge(store, job_id, 1)
-    channel = f"job:{DEFAULT_VERSION}:{{{TENANT}:{job_id}}}"
-    try:
-        async with notifier.watch(channel) as changed:
-            await reader.read(TENANT, job_id)  # fills the cache: the channel is confirmed
-            before = len(round_trips)
-            await merge(store, job_id, 2)
+    async with both_sides(own_redis.port) as sides:
+        job_id = ulid()
+        await merge(sides.store, job_id, 1)
+        channel = change_channel(DEFAULT_VERSION, TENANT, job_id)
+        async with sides.notifier.watch(channel) as changed:
+            await sides.reader.read(TENANT, job_id)  # fills the cache: the channel is confirmed
+            before = len(sides.round_trips)
+            await merge(sides.store, job_id, 2)
             await asyncio.wait_for(changed.wait(), 5)
-            stored = await reader.read(TENANT, job_id)
+            stored = await sides.reader.read(TENANT, job_id)
         assert stored_seq(stored.fields.get(_PUBLIC)) == 2
-        assert len(round_trips) == before, "answered from the announcement"
-    finally:
-        await notifier.stop()
-        await redis.aclose()
-        await writer_client.aclose()
+        assert len(sides.round_trips) == before, "answered from the announcement"

@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaConsumer
 from redis.asyncio import Redis
 
 from contracts.events import JobEvent
+from contracts.job_state import job_key
 from devstack.data import STORAGE, event, event_dict, ulid
 from devstack.processes import LocalProcess, start_redis
 from devstack.services import REPO
@@ -94,14 +95,14 @@ async def test_replay_job_refuses_to_roll_back_a_job_whose_events_are_on_another
     processes.append(spawn(env, tmp_path))
     await wait_until_caught_up(kafka_bootstrap, topic, version, 3)
     everything = [*on_its_partition, succeeded]
-    before = await redis.hgetall(f"job:{version}:{{acme:{job_id}}}")
+    before = await redis.hgetall(job_key(version, "acme", job_id))
 
     job = ["replay", "job", "--tenant", "acme", "--id", job_id, "--version", version]
     refused = command([*job, "--yes"], env)
     assert refused.returncode == 3, refused.stdout + refused.stderr
     assert "head.status: redis=SUCCEEDED topic=RUNNING" in refused.stdout
     assert "not on its key's partition: mis-keyed producer?" in refused.stdout
-    assert await redis.hgetall(f"job:{version}:{{acme:{job_id}}}") == before, "nothing written"
+    assert await redis.hgetall(job_key(version, "acme", job_id)) == before, "nothing written"
 
     scanned = command([*job, "--yes", "--scan-all-partitions"], env)
     assert scanned.returncode == 0, scanned.stdout + scanned.stderr
@@ -128,7 +129,7 @@ async def test_replay_job_writes_nothing_without_a_terminal_or_yes(
     env = projector_env(kafka_bootstrap, topic, redis_url, version)
     processes.append(spawn(env, tmp_path))
     await wait_until_caught_up(kafka_bootstrap, topic, version, len(events))
-    key = f"job:{version}:{{{tenant}:{job_id}}}"
+    key = job_key(version, tenant, job_id)
     await redis.delete(key)  # lost by hand: replay job would recreate it
     done = command(["replay", "job", "--tenant", tenant, "--id", job_id, "--version", version], env)
     assert done.returncode == 1
@@ -427,7 +428,7 @@ async def test_job_retention_expires_finished_jobs_from_their_final_event(
     await wait_until_caught_up(kafka_bootstrap, topic, version, len(events))
 
     def key(job_id: str) -> str:
-        return f"job:{version}:{{acme:{job_id}}}"
+        return job_key(version, "acme", job_id)
 
     ttl = await redis.ttl(key(recent))
     assert 3500 < ttl <= 3600, ttl

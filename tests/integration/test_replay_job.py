@@ -30,6 +30,7 @@ from contracts.job_state import (
     encode_state,
     head_value,
     job_key,
+    job_key_pattern,
     join_groups,
 )
 from contracts.publisher import encode_event
@@ -161,7 +162,7 @@ async def not_written(redis: Redis, *keys: str) -> AsyncIterator[None]:
 
 async def snapshot(redis: Redis, version: str) -> dict[Any, Any]:
     """Every hash of the version, as stored."""
-    keys = [key async for key in redis.scan_iter(match=f"job:{version}:*", count=1000)]
+    keys = [key async for key in redis.scan_iter(match=job_key_pattern(version), count=1000)]
     return {key: await redis.hgetall(key) for key in keys}
 
 
